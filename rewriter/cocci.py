@@ -1,0 +1,28 @@
+"""Render the semantic patches in cocci/ (Jinja2, strict about undefined names)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import jinja2
+
+COCCI_DIR = Path(__file__).resolve().parent.parent / "cocci"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(COCCI_DIR)),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+def render(template: str, **values: object) -> str:
+    return _env.get_template(template).render(**values)
+
+
+def template_digest(template: str) -> str:
+    """Identifies a template's contents, for cache keys."""
+    return hashlib.sha256((COCCI_DIR / template).read_bytes()).hexdigest()

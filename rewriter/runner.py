@@ -1,0 +1,100 @@
+"""Run one semantic patch over many files.
+
+The runner owns parallelism, per-file timeouts and per-file failure; the
+semantic patches know nothing of it.  Files come from the object store and
+are written to a private scratch directory under their tree-relative path,
+so that spatch reports positions we can map back without a checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from rewriter.errors import ToolError
+
+MIN_SPATCH = (1, 1, 1)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str  # tree-relative
+    records: tuple[dict, ...] = ()
+    error: str | None = None
+
+
+@dataclass
+class Runner:
+    jobs: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 8)))
+    timeout: float = 120.0
+    spatch: str = "spatch"
+    progress: Callable[[str, int, int], None] | None = None
+
+    def check_spatch(self) -> str:
+        exe = shutil.which(self.spatch)
+        if exe is None:
+            raise ToolError("spatch not found; install Coccinelle (Debian: apt-get install coccinelle) or run 'make deps'")
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout
+        words = out.split()
+        try:
+            version = words[words.index("version") + 1]
+            parts = tuple(int(x) for x in version.split(".")[:3])
+        except (ValueError, IndexError):
+            raise ToolError(f"cannot tell the version of {exe}; install Coccinelle 1.1.1 or newer") from None
+        if parts < MIN_SPATCH:
+            need = ".".join(map(str, MIN_SPATCH))
+            raise ToolError(f"spatch {version} is too old; rewriter needs {need} or newer (Debian bookworm's coccinelle)")
+        return version
+
+    def run(self, cocci_text: str, files: dict[str, bytes], marker: str,
+            options: Iterable[str] = (), step: str = "spatch") -> list[FileResult]:
+        """Apply cocci_text to each file on its own; collect marker lines."""
+        options = list(options)
+        with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
+            root = Path(scratch)
+            sp = root / "rule.cocci"
+            sp.write_text(cocci_text)
+            src = root / "src"
+            for rel, data in files.items():
+                dest = src / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            names = sorted(files)
+            done = 0
+            results: list[FileResult] = []
+
+            def one(rel: str) -> FileResult:
+                return self._one(sp, src, rel, marker, options)
+
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                for res in pool.map(one, names):
+                    results.append(res)
+                    done += 1
+                    if self.progress:
+                        self.progress(step, done, len(names))
+        return results
+
+    def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
+        cmd = [self.spatch, "--very-quiet", "--no-includes", "--no-show-diff",
+               *options, "--sp-file", str(sp), str(src / rel)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout,
+                                  cwd=src, check=False, errors="replace")
+        except subprocess.TimeoutExpired:
+            return FileResult(rel, error=f"spatch timed out after {self.timeout:.0f}s")
+        records = []
+        prefix = marker + " "
+        for line in proc.stdout.splitlines():
+            if line.startswith(prefix):
+                records.append(json.loads(line[len(prefix):]))
+        if proc.returncode != 0:
+            last = next((l for l in reversed(proc.stderr.splitlines()) if l.strip()), "no message")
+            return FileResult(rel, tuple(records), error=f"spatch failed: {last}")
+        return FileResult(rel, tuple(records))

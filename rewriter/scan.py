@@ -1,0 +1,237 @@
+"""Stage 2: sites.  Find every call in the tree, classify it, and list the
+other mentions of the name.
+
+tree -> candidate files (git grep on the revision) -> facts.cocci ->
+paths.cocci -> verdicts -> Scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rewriter import cocci, verdicts
+from rewriter.clex import render, tokens
+from rewriter.facts import FileFacts, parse
+from rewriter.runner import Runner
+from rewriter.tree import Tree
+from rewriter.verdicts import Evidence, Paths, Verdict
+
+FUNCTION = "pte_offset_map_nolock"
+FACT = "@@REWRITER-FACT@@"
+PATH = "@@REWRITER-PATH@@"
+C_SUFFIXES = (".c", ".h")
+
+
+@dataclass(frozen=True)
+class Site:
+    file: str
+    line: int
+    column: int
+    function: str
+    call: str
+    index: int  # of the call within its function, in source order
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Mention:
+    file: str
+    line: int
+    kind: str  # declaration, definition, documentation, comment, other
+
+
+@dataclass(frozen=True)
+class FileError:
+    file: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    tree: str
+    rev: str
+    function: str
+    sites: tuple[Site, ...]
+    mentions: tuple[Mention, ...]
+    errors: tuple[FileError, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "tree": self.tree,
+            "rev": self.rev,
+            "function": self.function,
+            "sites": [
+                {
+                    "file": s.file, "line": s.line, "function": s.function, "call": s.call,
+                    "verdict": s.verdict.verdict, "recheck": s.verdict.recheck,
+                    "review": s.verdict.review, "reasons": list(s.verdict.reasons),
+                    "evidence": [{"line": e.line, "text": e.text} for e in s.verdict.evidence],
+                }
+                for s in self.sites
+            ],
+            "mentions": [{"file": m.file, "line": m.line, "kind": m.kind} for m in self.mentions],
+            "errors": [{"file": e.file, "message": e.message} for e in self.errors],
+        }
+
+
+def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
+    runner.check_spatch()
+    hits = tree.grep_lines(function)
+    files = sorted({path for path, _n, _t in hits})
+    sources = {f: tree.read(f) for f in files if f.endswith(C_SUFFIXES)}
+    texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
+    facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
+    results = runner.run(facts_rule, sources, FACT, step="facts")
+    errors: list[FileError] = []
+    all_facts: dict[str, FileFacts] = {}
+    for res in results:
+        if res.error:
+            errors.append(FileError(res.path, res.error))
+            continue
+        all_facts[res.path] = parse(res.path, res.records)
+
+    # What each file's calls and helpers do, before asking about paths.
+    prepared = {}
+    path_inputs = {}
+    for path, facts in all_facts.items():
+        if not facts.sites:
+            continue
+        summaries = verdicts.summarise_helpers(facts)
+        contexts = [verdicts.site_context(facts, s) for s in facts.sites]
+        events = [verdicts.site_events(facts, ctx, summaries) for ctx in contexts]
+        prepared[path] = (facts, summaries, contexts, events)
+        sites = {s.pos for s in facts.sites}
+        locks = {e.pos for evs in events for e in evs if e.kind == "lock"}
+        unlocks = {e.pos for evs in events for e in evs if e.kind == "unlock"}
+        targets = {e.pos for evs in events for e in evs if e.kind != "guard"}
+        # Helpers that take the lock and write themselves: their own paths
+        # tell whether a pte_same() check guards those writes.
+        for name in {e.helper for evs in events for e in evs if e.self_locked}:
+            locks |= summaries[name].lock_calls
+            targets |= summaries[name].write_calls
+        path_inputs[path] = (sites, locks, targets, unlocks)
+
+    paths_by_file = _ask_paths(runner, sources, path_inputs, function)
+
+    sites_out: list[Site] = []
+    for path, (facts, summaries, contexts, events) in prepared.items():
+        lines = texts[path].splitlines()
+        per_fn: dict[str, int] = {}
+        for ctx, evs in sorted(zip(contexts, events), key=lambda ce: ce[0].site.pos):
+            v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines)
+            idx = per_fn.get(ctx.site.function, 0)
+            per_fn[ctx.site.function] = idx + 1
+            sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
+                                  _call_text(function, ctx.site.args), idx, v))
+
+    mentions, missed = _mentions(hits, function, texts, sites_out)
+    for path, line in missed:
+        if path in all_facts:
+            errors.append(FileError(path, f"line {line}: spatch could not parse the code around this call of "
+                                          f"{function}(); fix the syntax or report it"))
+    sites_out.sort(key=lambda s: (s.file, s.line, s.column))
+    return Scan(tree.path, tree.rev, function, tuple(sites_out), tuple(mentions),
+                tuple(sorted(errors, key=lambda e: e.file)))
+
+
+def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str) -> dict[str, Paths]:
+    out: dict[str, Paths] = {}
+    # One rendering per file: each carries its own positions.
+    for path, (sites, locks, targets, unlocks) in inputs.items():
+        rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
+                            sites=_pyset(sites), locks=_pyset(locks), events=_pyset(targets | locks),
+                            unlocks=_pyset(unlocks))
+        res = runner.run(rule, {path: sources[path]}, PATH, step="paths")[0]
+        reach, held, unguarded = set(), set(), set()
+        for r in res.records:
+            pair = (tuple(r["from"]), tuple(r["to"]))
+            {"reach": reach, "held": held, "unguarded": unguarded}[r["kind"]].add(pair)
+        out[path] = Paths(frozenset(reach), frozenset(held), frozenset(unguarded))
+    return out
+
+
+def _pyset(positions: set) -> str:
+    return "{" + ", ".join(f"({l}, {c})" for l, c in sorted(positions)) + "}" if positions else "set()"
+
+
+def _call_text(function: str, args: tuple[tuple[str, ...], ...]) -> str:
+    return f"{function}(" + ", ".join(render(a) for a in args) + ")"
+
+
+def _mentions(hits: list[tuple[str, int, str]], function: str, texts: dict[str, str],
+              sites: list[Site]) -> tuple[list[Mention], list[tuple[str, int]]]:
+    """Every line naming the function that is not one of the sites.
+
+    A line of code that names it and is not a site is a call spatch did not
+    see: it is returned in the second list so that it is never dropped
+    silently.
+    """
+    site_lines = {(s.file, s.line) for s in sites}
+    mentions: list[Mention] = []
+    missed: list[tuple[str, int]] = []
+    by_file: dict[str, list[int]] = {}
+    for path, line, _text in hits:
+        by_file.setdefault(path, []).append(line)
+    for path, lines in sorted(by_file.items()):
+        if not path.endswith(C_SUFFIXES):
+            kind = "documentation" if path.startswith("Documentation/") or path.endswith((".rst", ".txt")) else "other"
+            mentions.extend(Mention(path, n, kind) for n in lines)
+            continue
+        kinds = _classify_c_lines(texts.get(path, ""), function)
+        for n in lines:
+            if (path, n) in site_lines:
+                continue
+            kind = kinds.get(n, "other")
+            if kind == "code":
+                missed.append((path, n))
+                kind = "other"
+            mentions.append(Mention(path, n, kind))
+    return mentions, missed
+
+
+def _classify_c_lines(text: str, function: str) -> dict[int, str]:
+    """For each line where the name occurs: comment, declaration, definition,
+    macro (a #define) or code."""
+    toks = tokens(text)
+    kinds: dict[int, str] = {}
+    for i, t in enumerate(toks):
+        if t.kind == "comment" and function in t.text:
+            for k, line_text in enumerate(t.text.splitlines()):
+                if function in line_text:
+                    kinds.setdefault(t.line + k, "comment")
+            continue
+        if t.kind != "ident" or t.text != function:
+            continue
+        if t.preproc:
+            kinds[t.line] = "other"
+            continue
+        if i + 1 < len(toks) and toks[i + 1].text == "(" and _at_file_scope(toks, i):
+            close = _matching(toks, i + 1)
+            nxt = toks[close + 1].text if close + 1 < len(toks) else ""
+            kinds[t.line] = "definition" if nxt == "{" else "declaration" if nxt == ";" else "code"
+        else:
+            kinds[t.line] = "code"
+    return kinds
+
+
+def _at_file_scope(toks, i: int) -> bool:
+    depth = 0
+    for t in toks[:i]:
+        if t.kind == "punct" and not t.preproc:
+            if t.text == "{":
+                depth += 1
+            elif t.text == "}":
+                depth -= 1
+    return depth == 0
+
+
+def _matching(toks, i: int) -> int:
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j].text == "(":
+            depth += 1
+        elif toks[j].text == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(toks) - 1

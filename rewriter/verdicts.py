@@ -1,0 +1,448 @@
+"""Stage 3: verdicts.  Decide, from the facts and the paths, what each call
+does with the table it maps.
+
+The decision is made from the code alone:
+  * what the mapped pointer (and every variable or member it is copied into)
+    is passed to, by kernel API (rewriter.kernel_api) or by a function of the
+    same file whose own effect on its parameters is summarised first;
+  * where the lock handed back through ptlp is taken and dropped;
+  * which of these events can follow the call, which run with the lock held,
+    and which writes no pte_same() check guards (paths.cocci, control flow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rewriter import kernel_api as api
+from rewriter.clex import find, mentions, outside_calls, ref_fields, render
+from rewriter.facts import Assign, Call, FileFacts, Pos, SiteFact
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Evidence:
+    line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # "ro" or "rw"
+    recheck: str | None  # "pmd_same", "dummy" or None
+    review: bool
+    reasons: tuple[str, ...]
+    evidence: tuple[Evidence, ...]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _aliases(seeds: set[tuple[str, ...]], assigns: list[Assign], exact: bool = False) -> set[tuple[str, ...]]:
+    """seeds and every lvalue that an assignment copies one of them into.
+
+    A pointer travels through "p = pte", "p = pte + i", "vmf.pte = pte";
+    "ent = ptep_get(pte)" copies a value, not the table (exact=True: the
+    right-hand side must be the seed itself, as for a lock pointer).
+    """
+    found = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        for a in assigns:
+            if a.lhs in found:
+                continue
+            for s in list(found):
+                hit = (a.rhs == s) if exact else outside_calls(a.rhs, s)
+                if hit and not _is_mapping_call(a.rhs):
+                    found.add(a.lhs)
+                    changed = True
+                    break
+    return found
+
+
+def _is_base_of(arg: tuple[str, ...], member: tuple[str, ...]) -> bool:
+    """arg is the structure (or its address) that holds member."""
+    if len(member) < 3 or member[-2] not in ("->", "."):
+        return False
+    base = member[:-2]
+    return arg == base or arg == ("&",) + base
+
+
+def _is_mapping_call(rhs: tuple[str, ...]) -> bool:
+    return bool(rhs) and rhs[0].startswith("pte_offset_map")
+
+
+@dataclass
+class HelperSummary:
+    """What a function of the file does to the objects its parameters point to.
+
+    Keys are (parameter index, field): field None is the parameter itself,
+    a name is the member param->name.
+    """
+
+    writes: dict[tuple[int, str | None], str] = field(default_factory=dict)
+    locks: set[tuple[int, str | None]] = field(default_factory=set)
+    unlocks: set[tuple[int, str | None]] = field(default_factory=set)
+    lock_calls: set[Pos] = field(default_factory=set)
+    write_calls: set[Pos] = field(default_factory=set)
+
+
+def _param_refs(arg: tuple[str, ...], aliases: set[tuple[str, ...]]) -> set[str | None]:
+    refs: set[str | None] = set()
+    for a in aliases:
+        refs |= ref_fields(arg, a)
+    return refs
+
+
+def summarise_helpers(facts: FileFacts) -> dict[str, HelperSummary]:
+    """Effects of every function of the file on its parameters, to a fixpoint
+    (so helper chains of any depth in the same file are followed)."""
+    summaries = {name: HelperSummary() for name in facts.params}
+    aliases = {}
+    for name, params in facts.params.items():
+        assigns = facts.assigns_in(name)
+        aliases[name] = {i: _aliases({(p,)}, assigns) for i, (p, _t) in params.items()}
+    calls_by_fn: dict[str, list[Call]] = {}
+    for c in facts.calls:
+        calls_by_fn.setdefault(c.function, []).append(c)
+    # Where a helper maps a table of its own into a parameter's member
+    # (vmf->pte = pte_offset_map_lock(...)), the writes after that line go
+    # to the new mapping, not to the caller's.
+    remapped: dict[str, dict[tuple[str, ...], int]] = {}
+    for a in facts.assigns:
+        if _is_mapping_call(a.rhs):
+            line = remapped.setdefault(a.function, {}).get(a.lhs, a.pos[0])
+            remapped[a.function][a.lhs] = min(line, a.pos[0])
+    changed = True
+    while changed:
+        changed = False
+        for name, params in facts.params.items():
+            s = summaries[name]
+            before = (len(s.writes), len(s.locks), len(s.unlocks))
+            for c in calls_by_fn.get(name, []):
+                fresh = {lhs for lhs, line in remapped.get(name, {}).items() if line < c.pos[0]}
+                if fresh and any(mentions(arg, lhs) or _is_base_of(arg, lhs) for arg in c.args for lhs in fresh):
+                    continue
+                for i, al in aliases[name].items():
+                    _summarise_call(c, i, al, summaries, s)
+            if (len(s.writes), len(s.locks), len(s.unlocks)) != before:
+                changed = True
+    return summaries
+
+
+def _summarise_call(c: Call, i: int, al: set[tuple[str, ...]], summaries: dict[str, HelperSummary],
+                    s: HelperSummary) -> None:
+    name = c.name
+    if name is None:
+        return
+    if name in api.PTE_WRITERS and len(c.args) > api.PTE_WRITERS[name]:
+        for f in _param_refs(c.args[api.PTE_WRITERS[name]], al):
+            s.writes.setdefault((i, f), f"{name}() at line {c.pos[0]}")
+            s.write_calls.add(c.pos)
+    for table, dest in ((api.LOCKERS, s.locks), (api.UNLOCKERS, s.unlocks)):
+        if name in table and len(c.args) > table[name]:
+            arg = c.args[table[name]]
+            for a in al:
+                if arg == a:
+                    dest.add((i, None))
+                elif len(arg) == len(a) + 2 and arg[:len(a)] == a and arg[len(a)] in ("->", "."):
+                    dest.add((i, arg[-1]))
+            if dest is s.locks and any(k[0] == i for k in dest):
+                s.lock_calls.add(c.pos)
+    callee = summaries.get(name)
+    if callee is None:
+        return
+    for j, arg in enumerate(c.args):
+        for a in al:
+            direct = outside_calls(arg, a) and (arg == a or not any(
+                len(arg) > k + len(a) and arg[k + len(a)] in ("->", ".") for k in find(arg, a)))
+            member = arg if len(arg) == len(a) + 2 and arg[:len(a)] == a and arg[len(a)] in ("->", ".") else None
+            for (pj, f), how in list(callee.writes.items()):
+                if pj != j:
+                    continue
+                if direct:
+                    s.writes.setdefault((i, f), f"{name}() ({how})")
+                    s.write_calls.add(c.pos)
+                elif member is not None and f is None:
+                    s.writes.setdefault((i, member[-1]), f"{name}() ({how})")
+                    s.write_calls.add(c.pos)
+            for src, dest in ((callee.locks, s.locks), (callee.unlocks, s.unlocks)):
+                for pj, f in list(src):
+                    if pj != j:
+                        continue
+                    if arg == a:
+                        dest.add((i, f))
+                    elif member is not None and f is None:
+                        dest.add((i, member[-1]))
+                    else:
+                        continue
+                    if dest is s.locks:
+                        s.lock_calls.add(c.pos)
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    pos: Pos
+    kind: str  # lock, unlock, write, unseen, read, return, guard
+    text: str  # what it is, for evidence and reasons
+    self_locked: bool = False  # a helper write that takes the lock itself
+    helper: str | None = None
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    """One call and the names its table and lock go by in its function."""
+
+    site: SiteFact
+    pointers: frozenset[tuple[str, ...]]
+    locks: frozenset[tuple[str, ...]]
+    pmd: tuple[str, ...]
+    returned: bool  # the call's value is returned as it is
+
+
+def site_context(facts: FileFacts, site: SiteFact) -> SiteContext:
+    assigns = facts.assigns_in(site.function)
+    mm, pmd, addr, ptlp = site.args
+    lock = ptlp[1:] if ptlp[:1] == ("&",) else ("*",) + ptlp
+    pointers = _aliases({site.target}, assigns) if site.target else set()
+    locks = _aliases({lock}, assigns, exact=True)
+    returned = any(r.pos == site.pos or (r.value and r.value[0] == site_name(site) and r.pos[0] == site.pos[0])
+                   for r in facts.returns_in(site.function))
+    return SiteContext(site, frozenset(pointers), frozenset(locks), pmd, returned)
+
+
+def site_name(site: SiteFact) -> str:
+    return "pte_offset_map_nolock"
+
+
+def _refs_table(arg: tuple[str, ...], ctx: SiteContext) -> set[str | None]:
+    """How arg refers to the mapped table: None (the pointer itself), or the
+    name of the member that holds it when arg is the structure."""
+    refs: set[str | None] = set()
+    for p in ctx.pointers:
+        if outside_calls(arg, p) and not ref_fields(arg, p) - {None}:
+            refs.add(None)
+        if len(p) >= 3 and p[-2] in ("->", "."):
+            base = p[:-2]
+            if arg == base or arg == ("&",) + base:
+                refs.add(p[-1])
+    return refs
+
+
+def _refs_lock(arg: tuple[str, ...], ctx: SiteContext) -> set[str | None]:
+    refs: set[str | None] = set()
+    for l in ctx.locks:
+        if arg == l:
+            refs.add(None)
+        if len(l) >= 3 and l[-2] in ("->", "."):
+            base = l[:-2]
+            if arg == base or arg == ("&",) + base:
+                refs.add(l[-1])
+    return refs
+
+
+def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperSummary]) -> list[Event]:
+    fn = ctx.site.function
+    events: list[Event] = []
+    for c in facts.calls_in(fn):
+        if c.pos == ctx.site.pos:
+            continue
+        name = c.name
+        shown = render(c.callee) + "()"
+        if name in api.ENTRY_COMPARATORS:
+            events.append(Event(c.pos, "guard", f"{shown} compares the entry with one read earlier"))
+            continue
+        if name in api.LOCKERS and len(c.args) > api.LOCKERS[name] and _refs_lock(c.args[api.LOCKERS[name]], ctx) & {None}:
+            events.append(Event(c.pos, "lock", f"takes the lock: {shown}"))
+            continue
+        if name in api.UNLOCKERS and len(c.args) > api.UNLOCKERS[name] and _refs_lock(c.args[api.UNLOCKERS[name]], ctx) & {None}:
+            events.append(Event(c.pos, "unlock", f"drops the lock: {shown}"))
+            continue
+        if name in api.PTE_WRITERS and len(c.args) > api.PTE_WRITERS[name]:
+            if None in _refs_table(c.args[api.PTE_WRITERS[name]], ctx):
+                events.append(Event(c.pos, "write", f"writes an entry: {shown}"))
+                continue
+        if name in api.TABLE_REMOVERS and len(c.args) > api.TABLE_REMOVERS[name]:
+            if c.args[api.TABLE_REMOVERS[name]] == ctx.pmd:
+                events.append(Event(c.pos, "write", f"removes the page table: {shown}"))
+                continue
+        table_args = [(j, _refs_table(a, ctx)) for j, a in enumerate(c.args)]
+        table_args = [(j, r) for j, r in table_args if r]
+        lock_args = [(j, _refs_lock(a, ctx)) for j, a in enumerate(c.args)]
+        lock_args = [(j, r) for j, r in lock_args if r]
+        helper = summaries.get(name) if name else None
+        if helper is not None:
+            takes = any((j, f) in helper.locks for j, refs in lock_args for f in refs)
+            drops = any((j, f) in helper.unlocks for j, refs in lock_args for f in refs)
+            writes = [helper.writes[(j, f)] for j, refs in table_args for f in refs if (j, f) in helper.writes]
+            if writes:
+                events.append(Event(c.pos, "write", f"writes through {shown}, which calls {writes[0]}",
+                                    self_locked=takes, helper=name))
+                continue
+            if takes:
+                events.append(Event(c.pos, "lock", f"takes the lock in {shown}"))
+                continue
+            if drops:
+                events.append(Event(c.pos, "unlock", f"drops the lock in {shown}"))
+                continue
+            if table_args:
+                events.append(Event(c.pos, "read", f"passes the table to {shown}, which only reads it"))
+            continue
+        if not table_args:
+            continue
+        if name is not None and (name in api.PTE_READERS or name in api.PTE_WRITERS or name in api.LOCK_ASSERTIONS
+                                 or api.is_debug_macro(name) or name in api.LOCKERS or name in api.UNLOCKERS):
+            events.append(Event(c.pos, "read", f"reads: {shown}"))
+            continue
+        if all(None not in refs for _j, refs in table_args) or _only_inside_calls(c, ctx):
+            # The structure that holds the pointer, or a value read from the
+            # table, goes to a function we cannot see.
+            if name is None:
+                events.append(Event(c.pos, "unseen", f"passes the table to a function pointer, {shown}"))
+            else:
+                events.append(Event(c.pos, "unseen", f"passes the table to {shown}, which is not in this file"))
+            continue
+        if name is None:
+            events.append(Event(c.pos, "unseen", f"passes the table to a function pointer, {shown}"))
+        else:
+            events.append(Event(c.pos, "unseen", f"passes the table to {shown}, which is not in this file"))
+    for r in facts.returns_in(fn):
+        if any(outside_calls(r.value, p) and not ref_fields(r.value, p) - {None} for p in ctx.pointers) or (
+                ctx.returned and r.pos == ctx.site.pos):
+            events.append(Event(r.pos, "return", "returns the mapped table to the caller"))
+        else:
+            events.append(Event(r.pos, "exit", "returns"))
+    return events
+
+
+def _only_inside_calls(c: Call, ctx: SiteContext) -> bool:
+    return False
+
+
+def stored_for_caller(facts: FileFacts, ctx: SiteContext) -> str | None:
+    """The table is kept where the caller sees it: *param or param->member."""
+    params = {p for p, _t in facts.params.get(ctx.site.function, {}).values()}
+    for p in ctx.pointers:
+        if p[:1] == ("*",) and len(p) == 2 and p[1] in params:
+            return render(p)
+        if len(p) >= 3 and p[0] in params and p[1] == "->":
+            return render(p)
+    return None
+
+
+# ---------------------------------------------------------------- verdict
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Answers of paths.cocci for one file."""
+
+    reach: frozenset[tuple[Pos, Pos]] = frozenset()
+    held: frozenset[tuple[Pos, Pos]] = frozenset()
+    unguarded: frozenset[tuple[Pos, Pos]] = frozenset()
+
+
+def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
+           summaries: dict[str, HelperSummary], lines: list[str]) -> Verdict:
+    site = ctx.site
+    reach = {e.pos for e in events if (site.pos, e.pos) in paths.reach}
+    after = [e for e in events if e.pos in reach]
+    locks = [e for e in after if e.kind == "lock"]
+    evidence: list[Evidence] = [Evidence(site.pos[0], _line(lines, site.pos[0]))]
+    reasons: list[str] = []
+    review = False
+    guarded_all = True
+    writes_seen = False
+
+    def held_by(e: Event) -> list[Event]:
+        return [l for l in locks if (l.pos, e.pos) in paths.held]
+
+    for l in locks:
+        evidence.append(Evidence(l.pos[0], f"{l.text}: {_line(lines, l.pos[0])}"))
+    for e in after:
+        if e.kind == "write":
+            writes_seen = True
+            holders = held_by(e)
+            evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
+            if e.self_locked:
+                inner = summaries[e.helper]
+                unguarded_inside = any((lp, wp) in paths.unguarded
+                                       for lp in inner.lock_calls for wp in inner.write_calls)
+                outside_ok = holders and all((l.pos, e.pos) not in paths.unguarded for l in holders)
+                if unguarded_inside and not outside_ok:
+                    guarded_all = False
+                reasons.append(f"{e.text}; {e.helper}() takes the lock itself")
+            elif holders:
+                if any((l.pos, e.pos) in paths.unguarded for l in holders):
+                    guarded_all = False
+                reasons.append(f"{e.text} with the lock held")
+            else:
+                guarded_all = False
+                review = True
+                reasons.append(f"{e.text} without taking the lock here")
+        elif e.kind == "unseen":
+            if held_by(e):
+                review = True
+                guarded_all = False
+                evidence.append(Evidence(e.pos[0], f"{e.text}, with the lock held: {_line(lines, e.pos[0])}"))
+                reasons.append(f"{e.text}, with the lock held: check that it does not change the table")
+            else:
+                evidence.append(Evidence(e.pos[0], f"{e.text}, without the lock held: {_line(lines, e.pos[0])}"))
+        elif e.kind == "guard":
+            evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
+    handed_back = None
+    returns = [e for e in after if e.kind == "return"]
+    if returns or ctx.returned:
+        handed_back = "returns the mapped table to its caller"
+    else:
+        stored = stored_for_caller(facts, ctx)
+        if stored:
+            handed_back = f"leaves the mapped table in {stored} for its caller"
+    if handed_back:
+        exits = [e for e in after if e.kind in ("return", "exit")]
+        locked_exit = [x for x in exits if held_by(x)]
+        if locked_exit:
+            reasons.append(f"{handed_back} with the lock held")
+            evidence.append(Evidence(locked_exit[0].pos[0], f"{handed_back} with the lock held: "
+                                     f"{_line(lines, locked_exit[0].pos[0])}"))
+        elif returns or ctx.returned:
+            review = True
+            reasons.append(f"{handed_back}, with its lock pointer; the caller may change it: check the callers")
+        else:
+            handed_back = None
+        if handed_back:
+            guarded_all = False
+    if writes_seen or handed_back or review:
+        recheck = "dummy" if (writes_seen and guarded_all and not review) else "pmd_same"
+        if recheck == "dummy":
+            reasons.append("a pte_same() check after taking the lock guards every write")
+        return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)))
+    reads = [e for e in after if e.kind in ("read", "unseen")]
+    for e in reads:
+        if e.kind == "read":
+            evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
+    if locks:
+        reasons.append("only reads entries, with or without the lock; nothing changes the table")
+    else:
+        reasons.append("only reads entries without taking the lock; nothing changes the table")
+    return Verdict("ro", None, False, tuple(reasons), tuple(_dedupe(evidence)))
+
+
+def _dedupe(evidence: list[Evidence]) -> list[Evidence]:
+    seen = set()
+    out = []
+    for e in sorted(evidence, key=lambda e: e.line):
+        if (e.line, e.text) in seen:
+            continue
+        seen.add((e.line, e.text))
+        out.append(e)
+    return out
+
+
+def _line(lines: list[str], n: int) -> str:
+    return lines[n - 1].strip() if 0 < n <= len(lines) else ""
