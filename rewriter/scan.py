@@ -103,7 +103,7 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         sites = {s.pos for s in facts.sites}
         locks = {e.pos for evs in events for e in evs if e.kind == "lock"}
         unlocks = {e.pos for evs in events for e in evs if e.kind == "unlock"}
-        targets = {e.pos for evs in events for e in evs if e.kind != "guard"}
+        targets = {e.pos for evs in events for e in evs}
         # Helpers that take the lock and write themselves: their own paths
         # tell whether a pte_same() check guards those writes.
         for name in {e.helper for evs in events for e in evs if e.self_locked}:
