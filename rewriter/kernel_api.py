@@ -100,6 +100,13 @@ LOCK_ASSERTIONS: dict[str, int] = {
 }
 
 
+# Compiler hints and plain evaluations: the value passes through unchanged.
+TRANSPARENT: frozenset[str] = frozenset({
+    "likely", "unlikely", "READ_ONCE", "IS_ERR", "IS_ERR_OR_NULL", "PTR_ERR",
+    "ERR_CAST", "data_race",
+})
+
+
 def is_debug_macro(name: str) -> bool:
     """BUG_ON(), WARN_ON_ONCE(), VM_BUG_ON() ... evaluate, never write."""
     return name.isupper() and any(w in name for w in ("BUG", "WARN"))

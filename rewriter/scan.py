@@ -109,7 +109,9 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         for name in {e.helper for evs in events for e in evs if e.self_locked}:
             locks |= summaries[name].lock_calls
             targets |= summaries[name].write_calls
-        path_inputs[path] = (sites, locks, targets, unlocks)
+        functions = {s.function for s in facts.sites}
+        functions |= {e.helper for evs in events for e in evs if e.self_locked}
+        path_inputs[path] = (sites, locks, targets, unlocks, functions)
 
     paths_by_file = _ask_paths(runner, sources, path_inputs, function)
 
@@ -137,10 +139,10 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
 def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str) -> dict[str, Paths]:
     out: dict[str, Paths] = {}
     # One rendering per file: each carries its own positions.
-    for path, (sites, locks, targets, unlocks) in inputs.items():
+    for path, (sites, locks, targets, unlocks, functions) in inputs.items():
         rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
                             sites=_pyset(sites), locks=_pyset(locks), events=_pyset(targets | locks),
-                            unlocks=_pyset(unlocks))
+                            unlocks=_pyset(unlocks), functions=repr(sorted(functions)))
         res = runner.run(rule, {path: sources[path]}, PATH, step="paths")[0]
         reach, held, unguarded = set(), set(), set()
         for r in res.records:

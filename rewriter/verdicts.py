@@ -192,6 +192,7 @@ class Event:
     text: str  # what it is, for evidence and reasons
     self_locked: bool = False  # a helper write that takes the lock itself
     helper: str | None = None
+    drops: bool = False  # the call drops the lock (a helper that unlocks)
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
             writes = [helper.writes[(j, f)] for j, refs in table_args for f in refs if (j, f) in helper.writes]
             if writes:
                 events.append(Event(c.pos, "write", f"writes through {shown}, which calls {writes[0]}",
-                                    self_locked=takes, helper=name))
+                                    self_locked=takes, helper=name, drops=drops))
                 continue
             if takes:
                 events.append(Event(c.pos, "lock", f"takes the lock in {shown}"))
@@ -295,17 +296,9 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
             continue
         if not table_args:
             continue
-        if name is not None and (name in api.PTE_READERS or name in api.PTE_WRITERS or name in api.LOCK_ASSERTIONS
+        if name is not None and (name in api.PTE_READERS or name in api.TRANSPARENT or name in api.PTE_WRITERS or name in api.LOCK_ASSERTIONS
                                  or api.is_debug_macro(name) or name in api.LOCKERS or name in api.UNLOCKERS):
             events.append(Event(c.pos, "read", f"reads: {shown}"))
-            continue
-        if all(None not in refs for _j, refs in table_args) or _only_inside_calls(c, ctx):
-            # The structure that holds the pointer, or a value read from the
-            # table, goes to a function we cannot see.
-            if name is None:
-                events.append(Event(c.pos, "unseen", f"passes the table to a function pointer, {shown}"))
-            else:
-                events.append(Event(c.pos, "unseen", f"passes the table to {shown}, which is not in this file"))
             continue
         if name is None:
             events.append(Event(c.pos, "unseen", f"passes the table to a function pointer, {shown}"))
@@ -318,10 +311,6 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
         else:
             events.append(Event(r.pos, "exit", "returns"))
     return events
-
-
-def _only_inside_calls(c: Call, ctx: SiteContext) -> bool:
-    return False
 
 
 def stored_for_caller(facts: FileFacts, ctx: SiteContext) -> str | None:
@@ -405,7 +394,9 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             handed_back = f"leaves the mapped table in {stored} for its caller"
     if handed_back:
         exits = [e for e in after if e.kind in ("return", "exit")]
-        locked_exit = [x for x in exits if held_by(x)]
+        # "return helper(vmf);" where the helper drops the lock hands back nothing locked.
+        dropping = {e.pos for e in events if e.kind == "unlock" or e.drops}
+        locked_exit = [x for x in exits if held_by(x) and x.pos not in dropping]
         if locked_exit:
             reasons.append(f"{handed_back} with the lock held")
             evidence.append(Evidence(locked_exit[0].pos[0], f"{handed_back} with the lock held: "
