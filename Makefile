@@ -1,0 +1,79 @@
+# Set-up and entry points for rewriter.  See README.md.
+#
+#   make demo     run "rewriter scan" on the Linux 6.12 tree
+#   make test     run the test suite (includes end-to-end tests on the tree)
+#
+# Both install what is missing first: Debian packages (deps), the Python
+# virtual environment (venv) and the kernel tree (kernel).
+
+SHELL := /bin/bash
+
+PYTHON       ?= python3
+VENV         := .venv
+KERNEL_CACHE ?= $(HOME)/.cache/rewriter
+KERNEL_TREE  ?= $(KERNEL_CACHE)/linux-6.12
+PYTEST_ARGS  ?=
+
+# apt-get needs root; use sudo only when we are not root already.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+VENV_STAMP := $(VENV)/.rewriter-installed
+
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.PHONY: help deps venv kernel test demo clean
+
+help:
+	@echo 'Targets:'
+	@echo '  deps    install missing Debian packages (coccinelle, git-email, xz-utils, python3-venv)'
+	@echo '  venv    create $(VENV) and pip install -e ".[test]" (redone when pyproject.toml changes)'
+	@echo '  kernel  prepare the Linux 6.12 git tree at $(KERNEL_TREE)'
+	@echo '  test    run pytest with REWRITER_KERNEL_TREE set (extra arguments: PYTEST_ARGS=...)'
+	@echo '  demo    run "rewriter scan" on the kernel tree'
+	@echo '  clean   remove $(VENV) and its stamp (the kernel cache is kept)'
+	@echo 'Variables: KERNEL_CACHE=$(KERNEL_CACHE) KERNEL_TREE=$(KERNEL_TREE) PYTHON=$(PYTHON)'
+
+# Install only what is missing, so that a second run costs nothing.
+#   spatch          -> coccinelle
+#   git send-email  -> git-email ("git send-email -h" exits non-zero even
+#                      when installed, so look for the command itself)
+#   xz              -> xz-utils (unpacking linux-source-6.12.tar.xz)
+#   venv/ensurepip  -> python3-venv (not part of Debian's python3)
+deps:
+	@missing=; \
+	command -v spatch >/dev/null 2>&1 || missing="$$missing coccinelle"; \
+	[ -x "$$(git --exec-path)/git-send-email" ] || missing="$$missing git-email"; \
+	command -v xz >/dev/null 2>&1 || missing="$$missing xz-utils"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -z "$$missing" ]; then \
+	    echo "deps: spatch, git send-email, xz and python venv are present"; \
+	else \
+	    echo "deps: installing$$missing"; \
+	    $(SUDO) apt-get update -q && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+venv: $(VENV_STAMP)
+
+# deps is order-only: it must run first (python3-venv), but it must not make
+# the stamp out of date.
+$(VENV_STAMP): pyproject.toml | deps
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -e '.[test]'
+	touch $@
+
+kernel: deps
+	KERNEL_CACHE='$(KERNEL_CACHE)' KERNEL_TREE='$(KERNEL_TREE)' bash scripts/prepare-kernel.sh
+
+# pytest exits with 5 when it collected no tests; that is a failure too.
+test: deps venv kernel
+	rc=0; \
+	REWRITER_KERNEL_TREE='$(KERNEL_TREE)' $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; fi; \
+	exit $$rc
+
+demo: deps venv kernel
+	$(VENV)/bin/rewriter scan --tree '$(KERNEL_TREE)'
+
+clean:
+	rm -rf $(VENV) rewriter.egg-info
