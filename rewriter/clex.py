@@ -30,6 +30,7 @@ class Token:
     text: str
     line: int  # 1-based line where the token starts
     preproc: bool  # inside a preprocessor directive (#define ...)
+    offset: int = 0  # where the token starts in the source string
 
 
 def tokens(source: str) -> list[Token]:
@@ -55,7 +56,7 @@ def tokens(source: str) -> list[Token]:
             if at_line_start and text == "#":
                 in_directive = True
             at_line_start = False
-            out.append(Token(kind, text, line, in_directive))
+            out.append(Token(kind, text, line, in_directive, m.start()))
             if kind == "comment":
                 line += text.count("\n")
         pos = m.end()
@@ -164,3 +165,65 @@ def render(toks: tuple[str, ...]) -> str:
             out += tok if glue else " " + tok
         prev = tok
     return out
+
+
+def keep_functions(source: str, keep: set[str]) -> str:
+    """source with the bodies of all other function definitions blanked.
+
+    Lines and columns stay where they were, so positions found in the
+    result are positions in source.  Used to let a path query look only at
+    the functions it is about.
+    """
+    toks = tokens(source)
+    out = list(source)
+    depth = 0
+    i = 0
+    n = len(toks)
+    while i < n:
+        t = toks[i]
+        if t.kind == "punct" and not t.preproc and t.text == "{":
+            if depth == 0 and i > 0 and toks[i - 1].text == ")":
+                name = _definition_name(toks, i - 1)
+                close = _closing_brace(toks, i)
+                if name not in keep and close is not None:
+                    _blank(source, out, toks[i], toks[close])
+                    i = close + 1
+                    continue
+            depth += 1
+        elif t.kind == "punct" and not t.preproc and t.text == "}":
+            depth -= 1
+        i += 1
+    return "".join(out)
+
+
+def _definition_name(toks: list[Token], close_paren: int) -> str | None:
+    depth = 0
+    for j in range(close_paren, -1, -1):
+        if toks[j].text == ")":
+            depth += 1
+        elif toks[j].text == "(":
+            depth -= 1
+            if depth == 0:
+                return toks[j - 1].text if j > 0 and toks[j - 1].kind == "ident" else None
+    return None
+
+
+def _closing_brace(toks: list[Token], open_brace: int) -> int | None:
+    depth = 0
+    for j in range(open_brace, len(toks)):
+        if toks[j].preproc or toks[j].kind != "punct":
+            continue
+        if toks[j].text == "{":
+            depth += 1
+        elif toks[j].text == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def _blank(source: str, out: list[str], first: Token, last: Token) -> None:
+    """Blank everything strictly between two brace tokens, keeping newlines."""
+    for k in range(first.offset + 1, last.offset):
+        if out[k] != "\n":
+            out[k] = " "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import cocci, verdicts
-from rewriter.clex import render, tokens
+from rewriter.clex import keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.runner import Runner
 from rewriter.tree import Tree
@@ -143,7 +143,10 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
                             sites=_pyset(sites), locks=_pyset(locks), events=_pyset(targets | locks),
                             unlocks=_pyset(unlocks), functions=repr(sorted(functions)))
-        res = runner.run(rule, {path: sources[path]}, PATH, step="paths")[0]
+        # Only the functions asked about need their control flow walked.
+        text = sources[path].decode("utf-8", errors="surrogateescape")
+        narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
+        res = runner.run(rule, {path: narrowed}, PATH, step="paths")[0]
         reach, held, unguarded = set(), set(), set()
         for r in res.records:
             pair = (tuple(r["from"]), tuple(r["to"]))
