@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import cocci, verdicts
+from rewriter.errors import InputError
 from rewriter.clex import keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.runner import Runner
@@ -77,6 +78,9 @@ class Scan:
 def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
     runner.check_spatch()
     hits = tree.grep_lines(function)
+    if not hits:
+        raise InputError(f"{function} does not occur in {tree.path} at {tree.rev[:12]}; "
+                         f"nothing to convert (check --tree and --rev)")
     files = sorted({path for path, _n, _t in hits})
     sources = {f: tree.read(f) for f in files if f.endswith(C_SUFFIXES)}
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}

@@ -438,3 +438,31 @@ def test_unparsable_file_is_reported(scratch_repo, scan_data, tools):
     good = [s for s in result.data["sites"] if s["file"] != broken]
     assert good == scan_data["sites"]
     assert mention_set(scan_data) <= mention_set(result.data)
+
+
+
+def test_tree_without_the_function_is_refused(tmp_path, run_rewriter):
+    """A tree that never names the function: one line on stderr, exit 3."""
+    from conftest import commit_all, git
+    repo = tmp_path / "empty"
+    (repo / "mm").mkdir(parents=True)
+    (repo / "mm" / "other.c").write_text("int other(void)\n{\n\treturn 0;\n}\n")
+    git(repo, "init", "-q", "-b", "main")
+    commit_all(repo, "no callers here")
+    code, out, err = run_rewriter("scan", "--tree", repo, "--format", "json")
+    assert code == 3
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "does not occur" in lines[0]
+
+
+def test_not_a_repository_is_refused(tmp_path, run_rewriter):
+    code, out, err = run_rewriter("scan", "--tree", tmp_path)
+    assert code == 3 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "not a git repository" in err
+
+
+def test_unknown_revision_is_refused(fixture_repo, run_rewriter):
+    code, out, err = run_rewriter("scan", "--tree", fixture_repo, "--rev", "no-such-rev")
+    assert code == 3 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "unknown revision" in err
