@@ -7,7 +7,7 @@ paths.cocci -> verdicts -> Scan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rewriter import cocci, verdicts
 from rewriter.errors import InputError
@@ -32,6 +32,13 @@ class Site:
     call: str
     index: int  # of the call within its function, in source order
     verdict: Verdict
+    # What the rewrite needs to know: the names the table, its lock and its
+    # pmd go by at this call (not part of the JSON report).
+    context: verdicts.SiteContext | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}:{self.function}:{self.index}"
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
-                                  _call_text(function, ctx.site.args), idx, v))
+                                  _call_text(function, ctx.site.args), idx, v, ctx))
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
     for path, line in missed:

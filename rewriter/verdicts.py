@@ -34,6 +34,10 @@ class Verdict:
     review: bool
     reasons: tuple[str, ...]
     evidence: tuple[Evidence, ...]
+    # For the rewrite: where the lock is taken on the way to a write (or to
+    # handing the table back), and where this function drops it.
+    lock_points: tuple[Pos, ...] = ()
+    unlock_points: tuple[Pos, ...] = ()
 
 
 # ---------------------------------------------------------------- helpers
@@ -360,6 +364,10 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
             if e.self_locked:
                 inner = summaries[e.helper]
+                for c in facts.calls_in(e.helper):
+                    if c.name in api.ENTRY_COMPARATORS:
+                        evidence.append(Evidence(c.pos[0], f"{e.helper}() checks {c.name}() after taking the lock: "
+                                                 f"{_line(lines, c.pos[0])}"))
                 unguarded_inside = any((lp, wp) in paths.unguarded
                                        for lp in inner.lock_calls for wp in inner.write_calls)
                 outside_ok = holders and all((l.pos, e.pos) not in paths.unguarded for l in holders)
@@ -412,7 +420,10 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         recheck = "dummy" if (writes_seen and guarded_all and not review) else "pmd_same"
         if recheck == "dummy":
             reasons.append("a pte_same() check after taking the lock guards every write")
-        return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)))
+        ends = [e for e in after if e.kind in ("write", "unseen", "return", "exit")]
+        lock_points = tuple(sorted({l.pos for l in locks if any((l.pos, e.pos) in paths.held for e in ends)}))
+        unlock_points = tuple(sorted(e.pos for e in after if e.kind == "unlock"))
+        return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points)
     reads = [e for e in after if e.kind in ("read", "unseen")]
     for e in reads:
         if e.kind == "read":
