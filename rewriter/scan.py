@@ -158,11 +158,11 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
         res = runner.run(rule, {path: narrowed}, PATH, step="paths")[0]
-        reach, held, unguarded = set(), set(), set()
+        reach, after, held, unguarded = set(), set(), set(), set()
         for r in res.records:
             pair = (tuple(r["from"]), tuple(r["to"]))
-            {"reach": reach, "held": held, "unguarded": unguarded}[r["kind"]].add(pair)
-        out[path] = Paths(frozenset(reach), frozenset(held), frozenset(unguarded))
+            {"reach": reach, "after": after, "held": held, "unguarded": unguarded}[r["kind"]].add(pair)
+        out[path] = Paths(frozenset(reach), frozenset(after), frozenset(held), frozenset(unguarded))
     return out
 
 

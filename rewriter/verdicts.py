@@ -336,6 +336,7 @@ class Paths:
     """Answers of paths.cocci for one file."""
 
     reach: frozenset[tuple[Pos, Pos]] = frozenset()
+    after: frozenset[tuple[Pos, Pos]] = frozenset()  # lock -> lock
     held: frozenset[tuple[Pos, Pos]] = frozenset()
     unguarded: frozenset[tuple[Pos, Pos]] = frozenset()
 
@@ -421,7 +422,11 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         if recheck == "dummy":
             reasons.append("a pte_same() check after taking the lock guards every write")
         ends = [e for e in after if e.kind in ("write", "unseen", "return", "exit")]
-        lock_points = tuple(sorted({l.pos for l in locks if any((l.pos, e.pos) in paths.held for e in ends)}))
+        # The recheck belongs after the first time the lock is taken: a lock
+        # that can only follow another one comes after that recheck.
+        holding = [l for l in locks if any((l.pos, e.pos) in paths.held for e in ends)]
+        first = [l for l in holding if not any(o.pos != l.pos and (o.pos, l.pos) in paths.after for o in holding)]
+        lock_points = tuple(sorted({l.pos for l in first}))
         unlock_points = tuple(sorted(e.pos for e in after if e.kind == "unlock"))
         return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points)
     reads = [e for e in after if e.kind in ("read", "unseen")]

@@ -1,0 +1,135 @@
+"""Stage 4: the plan.  The scan's verdicts as an editable TOML file, and the
+checks that a user's edited plan still fits the tree."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+
+from rewriter import text
+from rewriter.errors import InputError
+from rewriter.scan import Scan, Site
+
+VERDICTS = ("ro", "rw")
+RECHECKS = ("pmd_same", "dummy")
+KEYS = {"file", "function", "index", "verdict", "recheck", "reason", "on_recheck_fail"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str
+    function: str
+    index: int
+    verdict: str
+    recheck: str | None
+    reason: str
+    on_recheck_fail: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}:{self.function}:{self.index}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    function: str
+    rev: str
+    entries: tuple[Entry, ...]
+
+    def entry(self, site: Site) -> Entry:
+        for e in self.entries:
+            if e.key == site.key:
+                return e
+        raise KeyError(site.key)
+
+
+def default_reason(site: Site) -> str:
+    v = site.verdict
+    if v.verdict == "ro":
+        return "it only reads the entries of the table, so the read-only variant is enough"
+    if v.recheck == "dummy":
+        return ("the pte_same() check after taking the lock detects any concurrent change "
+                "of the entry, so the pmd value is not needed")
+    return v.reasons[0] if v.reasons else "it may change the table under the lock"
+
+
+def from_scan(scan: Scan) -> Plan:
+    return Plan(scan.function, scan.rev, tuple(
+        Entry(s.file, s.function, s.index, s.verdict.verdict, s.verdict.recheck, default_reason(s))
+        for s in scan.sites))
+
+
+def dump(plan: Plan, scan: Scan) -> str:
+    sites = {s.key: s for s in scan.sites}
+    calls = []
+    for e in plan.entries:
+        s = sites[e.key]
+        calls.append({
+            "file": e.file, "function": e.function, "index": e.index, "verdict": e.verdict,
+            "recheck": e.recheck, "reason": e.reason, "on_recheck_fail": e.on_recheck_fail,
+            "line": s.line, "call": s.call, "review": s.verdict.review,
+            "evidence": [{"line": ev.line, "text": ev.text} for ev in s.verdict.evidence],
+        })
+    return text.render("plan.toml.j2", function=plan.function, tree=scan.tree, rev=scan.rev, calls=calls)
+
+
+def load(path: str, scan: Scan) -> Plan:
+    """Read an edited plan; refuse it, with its line number, if it does not fit."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the plan ({exc.strerror}); write one with 'rewriter plan -o {path}'") from None
+    try:
+        source = raw.decode("utf-8")
+        data = tomllib.loads(source)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        where = f"{path}:{m.group(1)}" if m else path
+        raise InputError(f"{where}: not a valid TOML plan ({exc}); fix it or write a new one with 'rewriter plan'") from None
+    header_lines = [i + 1 for i, line in enumerate(source.splitlines()) if line.strip() == "[[call]]"]
+    calls = data.get("call", [])
+    if data.get("function", scan.function) != scan.function:
+        raise InputError(f"{path}: the plan is for {data.get('function')}(), not {scan.function}()")
+    entries: list[Entry] = []
+    sites = {s.key: s for s in scan.sites}
+    for n, c in enumerate(calls):
+        line = header_lines[n] if n < len(header_lines) else 0
+        where = f"{path}:{line}"
+        unknown = set(c) - KEYS
+        if unknown:
+            raise InputError(f"{where}: unknown key {sorted(unknown)[0]!r}; the keys are {', '.join(sorted(KEYS))}")
+        for k in ("file", "function", "index", "verdict"):
+            if k not in c:
+                raise InputError(f"{where}: this call has no {k!r}; every [[call]] needs file, function, index and verdict")
+        if not isinstance(c["index"], int) or c["index"] < 0:
+            raise InputError(f"{where}: index must be a whole number from 0, not {c['index']!r}")
+        verdict = c["verdict"]
+        if verdict not in VERDICTS:
+            raise InputError(f"{where}: unknown verdict {verdict!r}; use \"ro\" or \"rw\"")
+        recheck = c.get("recheck") or None
+        if verdict == "rw" and recheck not in RECHECKS:
+            raise InputError(f"{where}: a rw call needs recheck = \"pmd_same\" or \"dummy\", not {recheck!r}")
+        if verdict == "ro" and recheck is not None:
+            raise InputError(f"{where}: a ro call takes no recheck (found {recheck!r}); set recheck = \"\"")
+        fail = c.get("on_recheck_fail") or None
+        if fail is not None and (verdict != "rw" or recheck != "pmd_same"):
+            raise InputError(f"{where}: on_recheck_fail only applies to rw calls with recheck = \"pmd_same\"")
+        entry = Entry(str(c["file"]), str(c["function"]), c["index"], verdict, recheck,
+                      str(c.get("reason") or ""), fail)
+        if entry.key not in sites:
+            raise InputError(f"{where}: the plan names {entry.key}, which is not a call at {scan.rev[:12]}; "
+                             f"the plan is stale: write a new one with 'rewriter plan'")
+        if any(e.key == entry.key for e in entries):
+            raise InputError(f"{where}: {entry.key} is named twice; keep one entry per call")
+        if not entry.reason:
+            entry = Entry(entry.file, entry.function, entry.index, verdict, recheck,
+                          default_reason(sites[entry.key]), fail)
+        entries.append(entry)
+    planned = {e.key for e in entries}
+    for s in scan.sites:
+        if s.key not in planned:
+            raise InputError(f"{path}: the plan has no entry for the call at {s.file}:{s.line} in {s.function}() "
+                             f"({s.key}); the plan is stale: write a new one with 'rewriter plan'")
+    return Plan(scan.function, scan.rev, tuple(entries))

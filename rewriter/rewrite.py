@@ -1,0 +1,467 @@
+"""Stage 5: edits.  Convert every call as the plan says, with one generated
+semantic patch per file (cocci/convert.cocci.j2).
+
+Python decides what goes where, from the scan and from the shape of each
+function (cocci/shape.cocci.j2): which statement the recheck follows, what
+it releases, what it then does, and where the pmd_t local is declared.
+spatch makes every edit.  Anything that cannot be decided from the code
+stops the rewrite with a message that names the call and what to put in
+the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rewriter import cocci, text
+from rewriter.clex import expr_tokens, keep_functions, render, tokens
+from rewriter.errors import InputError, RewriterError
+from rewriter.plan import Entry, Plan
+from rewriter.runner import FileResult, Runner
+from rewriter.scan import Scan, Site
+from rewriter.tree import Tree
+
+SHAPE = "@@REWRITER-SHAPE@@"
+Pos = tuple[int, int]
+
+
+class RewriteError(RewriterError):
+    """A call the tool will not convert without help from the plan."""
+
+
+@dataclass(frozen=True)
+class Names:
+    readonly: str
+    maywrite: str
+
+
+@dataclass(frozen=True)
+class Stmt:
+    start: Pos
+    end: Pos  # exclusive
+
+    def contains(self, pos: Pos) -> bool:
+        return self.start <= pos < self.end
+
+    def size(self) -> tuple[int, int]:
+        return (self.end[0] - self.start[0], self.end[1] - self.start[1])
+
+
+@dataclass
+class Shape:
+    """Statements and declarations of one function, and failure bodies."""
+
+    statements: list[Stmt] = field(default_factory=list)
+    declarations: list[Stmt] = field(default_factory=list)
+    failures: dict[Pos, Stmt] = field(default_factory=dict)  # site -> body
+
+
+@dataclass(frozen=True)
+class FileEdits:
+    """What convert.cocci.j2 is rendered with for one file."""
+
+    inserts: tuple[dict, ...]
+    decls: tuple[dict, ...]
+    first_stmt_decls: tuple[dict, ...]
+    calls: tuple[dict, ...]
+
+
+def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
+            only: set[str] | None = None) -> dict[str, bytes]:
+    """New contents of every file with a call, all calls converted.
+
+    only: keys (file:function:index) of the calls to convert; None for all.
+    """
+    by_file: dict[str, list[Site]] = {}
+    for s in scan.sites:
+        if only is None or s.key in only:
+            by_file.setdefault(s.file, []).append(s)
+    sources = {f: tree.read(f) for f in by_file}
+    shapes = _shapes(runner, sources, by_file, scan.function)
+    rules = {}
+    for path, sites in by_file.items():
+        source = sources[path].decode("utf-8", errors="surrogateescape")
+        edits = plan_file(path, source, sites, plan, shapes[path])
+        rules[path] = [_render(scan.function, names, r) for r in _rounds(edits)]
+    out: dict[str, bytes] = {}
+    for path, rule_sets in rules.items():
+        data = sources[path]
+        # spatch makes one change per function in a run: a later rule does
+        # not match in a function an earlier rule changed.  So the edits go
+        # in rounds, from the bottom of the file up, one per function each,
+        # which also keeps the positions of the edits still to come valid.
+        for rule in rule_sets:
+            res = runner.transform(rule, {path: data})[path]
+            if isinstance(res, FileResult):
+                raise RewriteError(f"{path}: {res.error}")
+            data = res
+        _verify(path, data, by_file[path], plan, names, scan.function)
+        out[path] = data
+    return out
+
+
+def emit_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> dict[str, str]:
+    """The semantic patch for each file, for --emit-cocci."""
+    by_file: dict[str, list[Site]] = {}
+    for s in scan.sites:
+        by_file.setdefault(s.file, []).append(s)
+    sources = {f: tree.read(f) for f in by_file}
+    shapes = _shapes(runner, sources, by_file, scan.function)
+    rules = {}
+    for path, sites in by_file.items():
+        source = sources[path].decode("utf-8", errors="surrogateescape")
+        edits = plan_file(path, source, sites, plan, shapes[path])
+        rounds = _rounds(edits)
+        for n, r in enumerate(rounds, 1):
+            rules[f"{path}.{n}" if len(rounds) > 1 else path] = _render(scan.function, names, r)
+    return rules
+
+
+def _render(old: str, names: Names, e: FileEdits) -> str:
+    return cocci.render("convert.cocci.j2", old=old, readonly=names.readonly, maywrite=names.maywrite,
+                        inserts=e.inserts, decls=e.decls, first_stmt_decls=e.first_stmt_decls, calls=e.calls)
+
+
+def _rounds(edits: FileEdits) -> list[FileEdits]:
+    """Split the edits of a file into runs of spatch: bottom-up, at most one
+    edit per function in each run."""
+    tagged = ([("inserts", e) for e in edits.inserts] + [("decls", e) for e in edits.decls]
+              + [("first_stmt_decls", e) for e in edits.first_stmt_decls] + [("calls", e) for e in edits.calls])
+    tagged.sort(key=lambda ke: tuple(ke[1]["pos"]), reverse=True)
+    rounds: list[dict[str, list]] = []
+    functions: set[str] = set()
+    for kind, e in tagged:
+        if not rounds or e["function"] in functions:
+            rounds.append({"inserts": [], "decls": [], "first_stmt_decls": [], "calls": []})
+            functions = set()
+        rounds[-1][kind].append(e)
+        functions.add(e["function"])
+    return [FileEdits(tuple(r["inserts"]), tuple(r["decls"]), tuple(r["first_stmt_decls"]), tuple(r["calls"]))
+            for r in rounds]
+
+
+# ------------------------------------------------------------------ shape
+
+
+def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[Site]],
+            function: str) -> dict[str, dict[str, Shape]]:
+    out: dict[str, dict[str, Shape]] = {}
+    for path, sites in by_file.items():
+        functions = {s.function for s in sites}
+        text_ = sources[path].decode("utf-8", errors="surrogateescape")
+        narrowed = keep_functions(text_, functions).encode("utf-8", errors="surrogateescape")
+        positions = "{" + ", ".join(f"({s.line}, {s.column})" for s in sites) + "}"
+        rule = cocci.render("shape.cocci.j2", name=function, marker=SHAPE, sites=positions,
+                            functions=repr(sorted(functions)))
+        res = runner.run(rule, {path: narrowed}, SHAPE, step="shape")[0]
+        if res.error:
+            raise RewriteError(f"{path}: {res.error}")
+        shapes: dict[str, Shape] = {f: Shape() for f in functions}
+        for r in res.records:
+            sh = shapes.setdefault(r["function"], Shape())
+            st = Stmt(tuple(r["start"]), tuple(r["end"]))
+            if r["kind"] == "statement":
+                sh.statements.append(st)
+            elif r["kind"] == "declaration":
+                sh.declarations.append(st)
+            elif r["kind"] == "failure":
+                sh.failures[tuple(r["site"])] = st
+        out[path] = shapes
+    return out
+
+
+# ------------------------------------------------------------------ planning
+
+
+def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
+              shapes: dict[str, Shape]) -> FileEdits:
+    lines = source.splitlines()
+    inserts: list[dict] = []
+    decls: list[dict] = []
+    first_stmt_decls: list[dict] = []
+    calls: list[dict] = []
+    locals_done: dict[tuple[str, str], str] = {}  # (function, kind) -> name
+    taken: dict[str, set[str]] = {}
+    for site in sorted(sites, key=lambda s: (s.line, s.column)):
+        entry = plan.entry(site)
+        shape = shapes[site.function]
+        call = {"key": site.key, "pos": (site.line, site.column), "verdict": entry.verdict,
+                "function": site.function,
+                "recheck": entry.recheck, "comment": None, "indent": "", "pmdval": None, "form": _form(site)}
+        calls.append(call)
+        if entry.verdict == "ro":
+            continue
+        used = taken.setdefault(site.function, _identifiers(source, shape))
+        if entry.recheck == "dummy":
+            kind = "dummy"
+            name = locals_done.get((site.function, kind))
+            if name is None:
+                name = _fresh("dummy_pmdval", used)
+                locals_done[(site.function, kind)] = name
+                _declare(site, shape, lines, name, decls, first_stmt_decls)
+            call["pmdval"] = name
+            if call["form"] in ("assign", "declared"):
+                indent = _indent_width(lines[site.line - 1])
+                sentence = _sentence(entry.reason)
+                call["comment"] = text.render("c/dummy_comment.c.j2", sentence=sentence,
+                                              width=max(40, 80 - indent - 3)).rstrip("\n")
+                line = lines[site.line - 1]
+                call["indent"] = line[:len(line) - len(line.lstrip())]
+            continue
+        # rw + pmd_same
+        name = _fresh(_pmdval_name(site), used)
+        _declare(site, shape, lines, name, decls, first_stmt_decls)
+        call["pmdval"] = name
+        inserts.extend(_rechecks(path, source, lines, site, entry, shape, name))
+    # One recheck per statement, even when two lock calls share it.
+    seen: set[Pos] = set()
+    unique = []
+    for ins in inserts:
+        if ins["pos"] in seen:
+            continue
+        seen.add(ins["pos"])
+        unique.append(ins)
+    return FileEdits(tuple(unique), tuple(decls), tuple(first_stmt_decls), tuple(calls))
+
+
+def _form(site: Site) -> str:
+    ctx = site.context
+    if ctx is None or ctx.site.target is None:
+        return "other"
+    return "declared" if ctx.site.declared else "assign"
+
+
+def _identifiers(source: str, shape: Shape) -> set[str]:
+    spans = shape.statements + shape.declarations
+    if not spans:
+        return set()
+    first = min(s.start[0] for s in spans)
+    last = max(s.end[0] for s in spans)
+    return {t.text for t in tokens(source) if t.kind == "ident" and first <= t.line <= last}
+
+
+def _fresh(base: str, used: set[str]) -> str:
+    name = base
+    n = 2
+    while name in used:
+        name = f"{base}{n}"
+        n += 1
+    used.add(name)
+    return name
+
+
+def _pmdval_name(site: Site) -> str:
+    """pmdval, or src_pmdval for src_pte: the name follows the table's."""
+    target = site.context.site.target if site.context else None
+    if target and len(target) == 1:
+        m = re.fullmatch(r"([a-z0-9]+)_pte", target[0])
+        if m:
+            return f"{m.group(1)}_pmdval"
+    return "pmdval"
+
+
+def _indent_width(line: str) -> int:
+    return len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip())
+
+
+def _sentence(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        return reason
+    reason = reason[0].upper() + reason[1:]
+    return reason if reason.endswith(".") else reason + "."
+
+
+def _declare(site: Site, shape: Shape, lines: list[str], name: str, decls: list[dict],
+             first_stmt_decls: list[dict]) -> None:
+    """Place "pmd_t NAME;" beside the declaration of the table's variable, or
+    after the function's own declarations."""
+    code = f"pmd_t {name};"
+    target = site.context.site.target if site.context else None
+    top = _top_level(shape.declarations)
+    if site.context and site.context.site.declared:
+        # Before "pte_t *pte = <call>;", which uses it.
+        for d in top:
+            if d.start[0] <= site.line <= d.end[0]:
+                decls.append({"pos": d.start, "before": True, "code": code, "function": site.function})
+                return
+    if target and len(target) == 1:
+        for d in top:
+            decl_text = _slice(lines, d)
+            if target[0] in expr_tokens(decl_text) and "(" not in decl_text:
+                decls.append({"pos": d.start, "before": False, "code": code, "function": site.function})
+                return
+    if top:
+        last = max(top, key=lambda d: d.start)
+        decls.append({"pos": last.start, "before": False, "code": code, "function": site.function})
+        return
+    outer = _top_level(shape.statements)
+    if not outer:
+        raise RewriteError(f"{site.file}:{site.line}: {site.function}(): cannot find where to declare {name}")
+    first = min(outer, key=lambda s: s.start)
+    first_stmt_decls.append({"pos": first.start, "code": code, "function": site.function})
+
+
+def _top_level(spans: list[Stmt]) -> list[Stmt]:
+    """Spans not inside a statement of the same function (the function's
+    own block).  Declarations inside nested blocks are left alone."""
+    return [d for d in spans if d.start[1] <= 1]
+
+
+def _slice(lines: list[str], st: Stmt) -> str:
+    (l1, c1), (l2, c2) = st.start, st.end
+    if l1 == l2:
+        return lines[l1 - 1][c1:c2]
+    parts = [lines[l1 - 1][c1:]] + lines[l1:l2 - 1] + [lines[l2 - 1][:c2]]
+    return "\n".join(parts)
+
+
+def _dedent(block: str) -> list[str]:
+    """The statements of a body as lines without their common indentation."""
+    raw = block.split("\n")
+    body = [l for l in raw if l.strip()]
+    if not body:
+        return []
+    # The first line was cut at its statement's column: it has no indent.
+    rest = body[1:]
+    common = min((len(l) - len(l.lstrip("\t ")) for l in rest), default=0)
+    first_indent = common if rest and raw[0].strip() == body[0].strip() and not raw[0].startswith(("\t", " ")) else 0
+    out = [body[0].strip()] + [l[common:] for l in rest]
+    del first_indent
+    return out
+
+
+def _statements_of(body: str) -> list[str]:
+    """A failure body as a list of statement texts (lines joined by \\n)."""
+    b = body.strip()
+    if b.startswith("{") and b.endswith("}"):
+        inner = b[1:-1]
+        lines = [l for l in inner.split("\n") if l.strip()]
+        if not lines:
+            return []
+        common = min(len(l) - len(l.lstrip("\t ")) for l in lines)
+        return ["\n".join(l[common:].rstrip() for l in lines)]
+    return [b]
+
+
+def _insertion_point(shape: Shape, lock: Pos, lines: list[str]) -> Stmt | None:
+    """The statement after which the lock is held: the child, of the
+    innermost { } block around the lock, that contains the lock."""
+    around = [s for s in shape.statements if s.contains(lock)]
+    if not around:
+        return None
+    blocks = [s for s in around if _slice(lines, s).startswith("{")]
+    inner_block = min(blocks, key=lambda s: (s.end[0] - s.start[0], s.end[1] - s.start[1]), default=None)
+    inside = [s for s in around if inner_block is None or (s != inner_block and inner_block.start <= s.start and s.end <= inner_block.end)]
+    if not inside:
+        return None
+    # the outermost statement within that block
+    return max(inside, key=lambda s: (s.end[0] - s.start[0], -s.start[0], s.end[1] - s.start[1]))
+
+
+def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry, shape: Shape,
+              pmdval: str) -> list[dict]:
+    where = f"{site.file}:{site.line}: {site.function}()"
+    ctx = site.context
+    v = site.verdict
+    if not v.lock_points:
+        raise RewriteError(f"{where}: the lock is not taken in this function on the way to the write, so "
+                           f"there is no place for a pmd_same() recheck; set recheck = \"dummy\" with a reason "
+                           f"for {entry.key} in the plan")
+    target = render(ctx.site.target) if ctx and ctx.site.target else None
+    if target is None:
+        raise RewriteError(f"{where}: the mapped table is not kept in a variable, so it cannot be released "
+                           f"after a failed recheck; convert {entry.key} by hand or mark it ro/dummy in the plan")
+    pmd = render(ctx.pmd)
+    if entry.on_recheck_fail:
+        action = [entry.on_recheck_fail.strip()]
+    else:
+        body = shape.failures.get((site.line, site.column))
+        if body is None:
+            raise RewriteError(f"{where}: no 'if (!{target})' check follows the call, so the action for a "
+                               f"changed pmd is unknown; set on_recheck_fail for {entry.key} in the plan")
+        action = _statements_of(_slice(lines, body))
+    out = []
+    for lock in v.lock_points:
+        stmt = _insertion_point(shape, lock, lines)
+        if stmt is None:
+            raise RewriteError(f"{where}: cannot place the recheck after the lock at line {lock[0]}")
+        release = _release(source, lines, site, shape, lock, action, target)
+        code = text.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
+        out.append({"pos": stmt.start, "code": code.rstrip("\n"), "function": site.function,
+                    "why": f"{site.key}: recheck the pmd after the lock at line {lock[0]}"})
+    return out
+
+
+def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos, action: list[str],
+             target: str) -> list[str]:
+    """Unlock and unmap as the function itself does, unless the failure
+    action jumps to a label whose code does that already."""
+    joined = " ".join(action)
+    m = re.fullmatch(r"goto (\w+);", joined.strip())
+    unlocks = [u for u in site.verdict.unlock_points if u > lock]
+    if m:
+        label_line = _label_line(source, m.group(1), shape)
+        if label_line is not None:
+            after_label = [u for u in site.verdict.unlock_points if u[0] > label_line]
+            if after_label:
+                return []
+    out: list[str] = []
+    lock_text = _slice(lines, _call_stmt(shape, lock, lines)) if _call_stmt(shape, lock, lines) else ""
+    if unlocks:
+        u = unlocks[0]
+        stmt = _insertion_point(shape, u, lines)
+        stmt_text = _slice(lines, stmt) if stmt else ""
+        m2 = re.fullmatch(r"pte_unmap_unlock\((.*),\s*(.*)\);", " ".join(stmt_text.split()))
+        if m2:
+            out.append(f"pte_unmap_unlock({target}, {m2.group(2)});")
+        elif stmt_text:
+            out.extend(_statements_of(stmt_text))
+            out.append(f"pte_unmap({target});")
+    else:
+        lock_arg = re.search(r"\(\s*([^,()]+(?:->\w+)*)", lock_text)
+        lock_expr = lock_arg.group(1).strip() if lock_arg else render(site.context.locks and sorted(site.context.locks)[0] or ())
+        out.append(f"pte_unmap_unlock({target}, {lock_expr});")
+    if site.context and site.context.site.target and len(site.context.site.target) > 1:
+        # The caller sees the member: leave it as a failed mapping leaves it.
+        out.append(f"{target} = NULL;")
+    return out
+
+
+def _call_stmt(shape: Shape, pos: Pos, lines: list[str]) -> Stmt | None:
+    around = [s for s in shape.statements if s.contains(pos)]
+    return min(around, key=lambda s: (s.end[0] - s.start[0], s.end[1] - s.start[1]), default=None)
+
+
+def _label_line(source: str, label: str, shape: Shape) -> int | None:
+    spans = shape.statements
+    if not spans:
+        return None
+    first = min(s.start[0] for s in spans)
+    last = max(s.end[0] for s in spans)
+    toks = [t for t in tokens(source) if first <= t.line <= last + 1]
+    for i, t in enumerate(toks[:-1]):
+        if t.kind == "ident" and t.text == label and toks[i + 1].text == ":" and (i == 0 or toks[i - 1].text in (";", "}", "{", ":")):
+            return t.line
+    return None
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _verify(path: str, new: bytes, sites: list[Site], plan: Plan, names: Names, old: str) -> None:
+    """Every planned edit landed: no call left, one recheck per insertion."""
+    text_ = new.decode("utf-8", errors="surrogateescape")
+    code = [t for t in tokens(text_) if t.kind == "ident"]
+    left = [t.line for t in code if t.text == old]
+    if left:
+        raise RewriteError(f"{path}:{left[0]}: spatch left a call of {old}() unconverted; "
+                           f"report this with the output of --emit-cocci")
+    want_ro = sum(1 for s in sites if plan.entry(s).verdict == "ro")
+    want_rw = len(sites) - want_ro
+    got_ro = sum(1 for t in code if t.text == names.readonly)
+    got_rw = sum(1 for t in code if t.text == names.maywrite)
+    if got_ro < want_ro or got_rw < want_rw:
+        raise RewriteError(f"{path}: expected {want_ro} read-only and {want_rw} may-write calls after the "
+                           f"rewrite, found {got_ro} and {got_rw}; report this with --emit-cocci")

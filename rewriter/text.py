@@ -1,0 +1,38 @@
+"""Render the text templates in templates/ (Jinja2, strict about undefined names)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _toml(value: object) -> str:
+    """A TOML basic string (JSON's escapes are valid TOML)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _wrap(text: str, width: int = 75, indent: str = "") -> str:
+    return "\n".join(textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent,
+                                   break_long_words=False, break_on_hyphens=False))
+
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+env.filters["toml"] = _toml
+env.filters["wrap"] = _wrap
+env.filters["lines"] = str.splitlines
+
+
+def render(template: str, **values: object) -> str:
+    return env.get_template(template).render(**values)
