@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 import signal
 import sys
 
-from rewriter import __version__
-from rewriter.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, RewriterError
+from rewriter import __version__, diffs, rewrite
+from rewriter import plan as plan_mod
+from rewriter.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, InputError, RewriterError
+from rewriter.helpers import Names, check_names_free
 from rewriter.runner import Runner
 from rewriter.scan import FUNCTION, Scan, scan
 from rewriter.tree import open_tree
@@ -43,14 +47,114 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: table on a terminal, json otherwise)")
     p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("plan", help="write the verdicts as an editable TOML plan")
+    _add_tree_args(p)
+    p.add_argument("-o", "--output", default="-", help="plan file to write (default: standard output)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("diff", help="show the whole conversion as a diff; changes nothing")
+    _add_tree_args(p)
+    _add_rewrite_args(p)
+    p.add_argument("--site", metavar="FILE:FUNCTION", help="only the calls in this function")
+    p.add_argument("--emit-cocci", metavar="DIR", help="also write the generated semantic patches to DIR")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the diff")
+    p.set_defaults(func=cmd_diff)
     return parser
+
+
+def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", metavar="FILE", help="the plan to follow (default: the scan's verdicts)")
+    p.add_argument("--names", default="readonly,maywrite",
+                   help="A,B names the variants pte_offset_map_A_nolock / pte_offset_map_B_nolock "
+                        "(default: readonly,maywrite; ro,rw is the other agreed choice)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+
+
+def _runner(args: argparse.Namespace) -> Runner:
+    runner = Runner(progress=_progress_printer())
+    if getattr(args, "jobs", None):
+        if args.jobs < 1:
+            raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
+        runner.jobs = args.jobs
+    return runner
+
+
+def _scan_and_plan(args: argparse.Namespace):
+    tree = open_tree(args.tree, args.rev)
+    runner = _runner(args)
+    names = Names.parse(args.names)
+    result = scan(tree, runner)
+    if result.errors:
+        for err in result.errors:
+            print(f"rewriter: {err.file}: {err.message}", file=sys.stderr)
+        raise InputError(f"{len(result.errors)} file(s) could not be analysed; nothing converted "
+                         f"(fix them, or scan an earlier --rev)")
+    chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
+    check_names_free(tree, names)
+    return tree, runner, names, result, chosen
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    tree = open_tree(args.tree, args.rev)
+    runner = _runner(args)
+    result = scan(tree, runner)
+    for err in result.errors:
+        print(f"rewriter: {err.file}: {err.message}", file=sys.stderr)
+    text = plan_mod.dump(plan_mod.from_scan(result), result)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomically(args.output, text.encode())
+    return EXIT_INCOMPLETE if result.errors else EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    tree, runner, names, result, chosen = _scan_and_plan(args)
+    only = None
+    if args.site:
+        file, _, function = args.site.rpartition(":")
+        only = {s.key for s in result.sites if s.file == file and s.function == function}
+        if not only:
+            raise InputError(f"--site {args.site}: no call of {result.function}() in that function; "
+                             f"'rewriter scan' lists them as FILE:LINE: FUNCTION()")
+    if args.emit_cocci:
+        rules = rewrite.emit_rules(tree, runner, result, chosen, names)
+        write_rules(args.emit_cocci, rules)
+    changes = rewrite.conversion(tree, runner, result, chosen, names, only)
+    patch = diffs.unified(changes)
+    colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    sys.stdout.write(diffs.render(patch, colour))
+    return EXIT_OK
+
+
+def write_rules(directory: str, rules: dict[str, str]) -> None:
+    """One .cocci per converted file, runnable by hand with spatch."""
+    out = Path(directory)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--emit-cocci {directory}: the directory is not empty; name a new or empty one")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, rule in sorted(rules.items()):
+        name = path.replace("/", "__") + ".cocci"
+        (out / name).write_text(f"// spatch --sp-file {name} {path.rsplit('.', 1)[0] if path[-2:].isdigit() else path}\n" + rule)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write to a temporary file beside path, then rename: never half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.rewriter-tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({exc.strerror}); choose another place with -o") from None
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     tree = open_tree(args.tree, args.rev)
-    runner = Runner(progress=_progress_printer())
-    if args.jobs:
-        runner.jobs = args.jobs
+    runner = _runner(args)
     result = scan(tree, runner)
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":

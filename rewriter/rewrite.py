@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from rewriter import cocci, text
 from rewriter.clex import expr_tokens, keep_functions, render, tokens
 from rewriter.errors import InputError, RewriterError
+from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import FileResult, Runner
 from rewriter.scan import Scan, Site
@@ -28,12 +29,6 @@ Pos = tuple[int, int]
 
 class RewriteError(RewriterError):
     """A call the tool will not convert without help from the plan."""
-
-
-@dataclass(frozen=True)
-class Names:
-    readonly: str
-    maywrite: str
 
 
 @dataclass(frozen=True)
@@ -96,9 +91,31 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
             if isinstance(res, FileResult):
                 raise RewriteError(f"{path}: {res.error}")
             data = res
-        _verify(path, data, by_file[path], plan, names, scan.function)
+        _verify(path, sources[path], data, by_file[path], plan, names, scan.function)
         out[path] = data
     return out
+
+
+def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
+               only: set[str] | None = None) -> dict[str, tuple[bytes, bytes]]:
+    """The whole conversion as (old, new) contents per changed file: the
+    helpers introduced, every call converted, the old helper removed.  With
+    only (call keys), just those calls are converted."""
+    from rewriter import helpers
+
+    converted = convert(tree, runner, scan, plan, names, only)
+    changes = {path: (tree.read(path), new) for path, new in converted.items()}
+    if only is not None:
+        return changes
+    introduced = helpers.introduce(tree, runner, names, old=scan.function)
+    clash = sorted(set(introduced) & set(converted))
+    if clash:
+        raise RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
+                           f"rewriter cannot do both in one file yet: convert its calls by hand first")
+    removed = helpers.remove(introduced, runner, names, old=scan.function)
+    for path, new in removed.items():
+        changes[path] = (tree.read(path), new)
+    return changes
 
 
 def emit_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> dict[str, str]:
@@ -276,31 +293,34 @@ def _sentence(reason: str) -> str:
 def _declare(site: Site, shape: Shape, lines: list[str], name: str, decls: list[dict],
              first_stmt_decls: list[dict]) -> None:
     """Place "pmd_t NAME;" beside the declaration of the table's variable, or
-    after the function's own declarations."""
+    after the function's own declarations, or first in the function."""
     code = f"pmd_t {name};"
     target = site.context.site.target if site.context else None
-    top = _top_level(shape.declarations)
+    top = sorted(_top_level(shape.declarations), key=lambda d: d.start)
     if site.context and site.context.site.declared:
-        # Before "pte_t *pte = <call>;", which uses it.
-        for d in top:
+        # "pte_t *pte = <call>;" uses it: it goes after the declaration
+        # before that one, or first in the function.
+        for n, d in enumerate(top):
             if d.start[0] <= site.line <= d.end[0]:
-                decls.append({"pos": d.start, "before": True, "code": code, "function": site.function})
+                if n:
+                    decls.append({"pos": top[n - 1].start, "code": code, "function": site.function})
+                else:
+                    first_stmt_decls.append({"pos": d.start, "code": code, "function": site.function})
                 return
     if target and len(target) == 1:
         for d in top:
             decl_text = _slice(lines, d)
             if target[0] in expr_tokens(decl_text) and "(" not in decl_text:
-                decls.append({"pos": d.start, "before": False, "code": code, "function": site.function})
+                decls.append({"pos": d.start, "code": code, "function": site.function})
                 return
     if top:
-        last = max(top, key=lambda d: d.start)
-        decls.append({"pos": last.start, "before": False, "code": code, "function": site.function})
+        decls.append({"pos": top[-1].start, "code": code, "function": site.function})
         return
     outer = _top_level(shape.statements)
     if not outer:
         raise RewriteError(f"{site.file}:{site.line}: {site.function}(): cannot find where to declare {name}")
-    first = min(outer, key=lambda s: s.start)
-    first_stmt_decls.append({"pos": first.start, "code": code, "function": site.function})
+    first_stmt_decls.append({"pos": min(outer, key=lambda s: s.start).start, "code": code,
+                             "function": site.function})
 
 
 def _top_level(spans: list[Stmt]) -> list[Stmt]:
@@ -413,6 +433,8 @@ def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos,
         u = unlocks[0]
         stmt = _insertion_point(shape, u, lines)
         stmt_text = _slice(lines, stmt) if stmt else ""
+        # "out: pte_unmap_unlock(pte, ptl);" releases; the label stays put.
+        stmt_text = re.sub(r"^(?!default\b)[A-Za-z_]\w*\s*:(?!:)\s*", "", stmt_text)
         m2 = re.fullmatch(r"pte_unmap_unlock\((.*),\s*(.*)\);", " ".join(stmt_text.split()))
         if m2:
             out.append(f"pte_unmap_unlock({target}, {m2.group(2)});")
@@ -450,18 +472,19 @@ def _label_line(source: str, label: str, shape: Shape) -> int | None:
 # ------------------------------------------------------------------ checks
 
 
-def _verify(path: str, new: bytes, sites: list[Site], plan: Plan, names: Names, old: str) -> None:
-    """Every planned edit landed: no call left, one recheck per insertion."""
-    text_ = new.decode("utf-8", errors="surrogateescape")
-    code = [t for t in tokens(text_) if t.kind == "ident"]
-    left = [t.line for t in code if t.text == old]
-    if left:
-        raise RewriteError(f"{path}:{left[0]}: spatch left a call of {old}() unconverted; "
-                           f"report this with the output of --emit-cocci")
+def _verify(path: str, before: bytes, new: bytes, sites: list[Site], plan: Plan, names: Names, old: str) -> None:
+    """Every planned edit landed: each converted call is gone and has its
+    new name; other mentions of the old name are left as they were."""
+    def count(data: bytes, name: str) -> int:
+        text_ = data.decode("utf-8", errors="surrogateescape")
+        return sum(1 for t in tokens(text_) if t.kind == "ident" and t.text == name)
+
     want_ro = sum(1 for s in sites if plan.entry(s).verdict == "ro")
     want_rw = len(sites) - want_ro
-    got_ro = sum(1 for t in code if t.text == names.readonly)
-    got_rw = sum(1 for t in code if t.text == names.maywrite)
-    if got_ro < want_ro or got_rw < want_rw:
-        raise RewriteError(f"{path}: expected {want_ro} read-only and {want_rw} may-write calls after the "
-                           f"rewrite, found {got_ro} and {got_rw}; report this with --emit-cocci")
+    left = count(new, old) - (count(before, old) - len(sites))
+    got_ro = count(new, names.readonly) - count(before, names.readonly)
+    got_rw = count(new, names.maywrite) - count(before, names.maywrite)
+    if left or got_ro != want_ro or got_rw != want_rw:
+        raise RewriteError(f"{path}: spatch did not make every planned edit ({left} calls of {old}() left, "
+                           f"{got_ro}/{want_ro} read-only and {got_rw}/{want_rw} may-write calls made); "
+                           f"report this with the output of --emit-cocci")
