@@ -81,6 +81,44 @@ class Runner:
                         self.progress(step, done, len(names))
         return results
 
+    def transform(self, cocci_text: str, files: dict[str, bytes], options: Iterable[str] = (),
+                  step: str = "transform") -> dict[str, bytes | FileResult]:
+        """Apply cocci_text to each file on its own and return the new contents.
+
+        Each file is rewritten in place (spatch --in-place) in the scratch
+        directory.  The value for a path is the file's bytes afterwards (the
+        same bytes when no rule changed it), or a FileResult whose error
+        says why spatch failed on it.
+        """
+        options = ["--in-place", *options]
+        marker = "@@REWRITER-TRANSFORM@@"
+        out: dict[str, bytes | FileResult] = {}
+        with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
+            root = Path(scratch)
+            sp = root / "rule.cocci"
+            sp.write_text(cocci_text)
+            src = root / "src"
+            for rel, data in files.items():
+                dest = src / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            names = sorted(files)
+            done = 0
+
+            def one(rel: str) -> tuple[str, bytes | FileResult]:
+                res = self._one(sp, src, rel, marker, options)
+                if res.error:
+                    return rel, res
+                return rel, (src / rel).read_bytes()
+
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                for rel, value in pool.map(one, names):
+                    out[rel] = value
+                    done += 1
+                    if self.progress:
+                        self.progress(step, done, len(names))
+        return out
+
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
         cmd = [self.spatch, "--very-quiet", "--no-includes", "--no-show-diff",
                *options, "--sp-file", str(sp), str(src / rel)]
