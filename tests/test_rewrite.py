@@ -1,0 +1,270 @@
+"""`rewriter plan` and `rewriter diff` on the fixture tree and the real tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import unidiff
+
+API = "pte_offset_map_nolock"
+UNPLACEABLE = "mm/fixture_return.c:fixture_map_for_caller:0"
+
+
+def _plan(tools, repo: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "plan.toml"
+    code, _out, err = tools.run_rewriter("plan", "--tree", repo, "-o", out)
+    assert code == 0, err
+    return out
+
+
+def _set(plan_text: str, key: str, field: str, value: str) -> str:
+    """Set field of the [[call]] named by key (file:function:index)."""
+    file, function, index = key.split(":")
+    blocks = plan_text.split("\n[[call]]\n")
+    for i, b in enumerate(blocks):
+        if f'file = "{file}"' in b and f'function = "{function}"' in b and f"index = {index}\n" in b:
+            if re.search(rf"^{field} = .*$", b, flags=re.M):
+                b = re.sub(rf"^{field} = .*$", f"{field} = {value}", b, count=1, flags=re.M)
+            else:
+                b = b.replace(f"index = {index}\n", f"index = {index}\n{field} = {value}\n", 1)
+            blocks[i] = b
+            return "\n[[call]]\n".join(blocks)
+    raise AssertionError(f"no call {key} in the plan")
+
+
+@pytest.fixture
+def workable_plan(tools, fixture_repo, tmp_path) -> Path:
+    """The default plan, with the one call that needs a person's decision
+    (it hands the table back unlocked) set to a dummy pmdval."""
+    path = _plan(tools, fixture_repo, tmp_path)
+    path.write_text(_set(path.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    return path
+
+
+def test_plan_lists_every_call(tools, fixture_repo, tmp_path, scan_data):
+    text = _plan(tools, fixture_repo, tmp_path).read_text()
+    assert text.count("\n[[call]]\n") == len(scan_data["sites"])
+    for site in scan_data["sites"]:
+        assert f'function = "{site["function"]}"' in text
+    assert f'rev = "{scan_data["rev"]}"' in text
+
+
+def test_default_plan_stops_at_a_call_it_cannot_place(tools, fixture_repo):
+    code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo)
+    assert code == 3 and out == ""
+    assert UNPLACEABLE in err and "dummy" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('function = "fixture_zap_via_helper"', 'function = "fixture_gone"', 1), "stale"),
+    (lambda t: t.replace('\nverdict = "ro"', '\nverdict = "maybe"', 1), "unknown verdict"),
+    (lambda t: t.replace('\nrecheck = "pmd_same"', '\nrecheck = "pmdsame"', 1), "needs recheck"),
+    (lambda t: t.replace("\nindex = 0", "\nindex = -1", 1), "whole number"),
+    (lambda t: t.replace("\nverdict =", "\nverdict ==", 1), "not a valid TOML plan"),
+])
+def test_bad_plans_are_refused_with_their_line(tools, fixture_repo, workable_plan, edit, message):
+    text = workable_plan.read_text()
+    workable_plan.write_text(edit(text))
+    code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--plan", workable_plan)
+    assert code == 3 and out == ""
+    assert message in err
+    assert re.search(re.escape(str(workable_plan)) + r":\d+", err), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_plan_missing_a_call_is_refused(tools, fixture_repo, workable_plan):
+    text = workable_plan.read_text()
+    head, first, rest = text.partition("\n[[call]]\n")
+    _dropped, second, tail = rest.partition("\n[[call]]\n")
+    workable_plan.write_text(head + second + tail)
+    code, _out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--plan", workable_plan)
+    assert code == 3 and "no entry for the call" in err
+
+
+@pytest.fixture(scope="module")
+def full_diff(tools, tmp_path_factory):
+    repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path_factory.mktemp("diff") / "linux")
+    plan = tmp_path_factory.mktemp("plan") / "plan.toml"
+    code, _o, err = tools.run_rewriter("plan", "--tree", repo, "-o", plan)
+    assert code == 0, err
+    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan)
+    assert code == 0, err
+    return repo, plan, out
+
+
+def test_diff_parses_and_applies(full_diff, tools, tmp_path):
+    repo, _plan_path, out = full_diff
+    patch = unidiff.PatchSet(out)
+    files = {p.path for p in patch}
+    assert "include/linux/mm.h" in files and "mm/pgtable-generic.c" in files
+    assert "Documentation/mm/split_page_table_lock.rst" in files
+    # Apply in a clone, as a reviewer would.
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    subprocess.run(["git", "apply", "--whitespace=error-all", "-"], input=out, text=True,
+                   cwd=clone, check=True)
+    tools.commit_all(clone, "converted")
+    # No call is left; every call the scan found has its new name.
+    code, sout, serr = tools.run_rewriter("scan", "--tree", clone, "--format", "json")
+    if code == 0:
+        import json
+        assert json.loads(sout)["sites"] == []
+    else:
+        assert code == 3 and "does not occur" in serr
+    grep = subprocess.run(["git", "grep", "-n", "-w", API, "--", "*.h", "*.rst"], cwd=clone,
+                          capture_output=True, text=True)
+    leftover = [l for l in grep.stdout.splitlines() if not l.split(":", 2)[2].lstrip().startswith(("*", "/*", "//"))]
+    assert leftover == [], leftover
+
+
+def test_diff_edits_follow_the_plan(full_diff, scan_data):
+    _repo, _plan_path, out = full_diff
+    patch = unidiff.PatchSet(out)
+    added = {p.path: [l.value for h in p for l in h if l.is_added] for p in patch}
+    for site in scan_data["sites"]:
+        lines = added.get(site["file"], [])
+        new = "pte_offset_map_readonly_nolock(" if site["verdict"] == "ro" else "pte_offset_map_maywrite_nolock("
+        assert any(new in l for l in lines), (site["function"], new)
+    for path, lines in added.items():
+        text = "".join(lines)
+        for line in lines:
+            assert not line.rstrip("\n").endswith((" ", "\t")), (path, line)
+            if path.endswith((".c", ".h")):  # kernel style: indent with tabs
+                assert not re.match(r"^ {2,}", line), (path, line)
+        if "maywrite_nolock(" in text and path.endswith(".c") and "pgtable-generic" not in path:
+            assert "pmd_t " in text, path
+
+
+def test_pmd_same_recheck_after_the_lock(full_diff):
+    _repo, _plan_path, out = full_diff
+    patch = unidiff.PatchSet(out)
+    fx = next(p for p in patch if p.path == "mm/fixture_locks.c")
+    body = "".join(str(h) for h in fx)
+    assert "if (unlikely(!pmd_same(pmdval, pmdp_get_lockless(pmd)))) {" in body
+    assert "pte_unmap_unlock(pte, ptl);" in body
+
+
+def test_dummy_calls_share_one_local_and_carry_a_comment(full_diff):
+    _repo, _plan_path, out = full_diff
+    patch = unidiff.PatchSet(out)
+    fault = next(p for p in patch if p.path == "mm/fixture_fault.c")
+    added = [l.value for h in fault for l in h if l.is_added]
+    assert any("pmd_t dummy_pmdval;" in l for l in added)
+    assert any("pte_same()" in l for l in added)
+
+
+def _snapshot(repo: Path) -> dict:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    files = {}
+    for root, dirs, names in os.walk(repo):
+        if ".git" in dirs:
+            dirs.remove(".git")
+        for n in names:
+            p = Path(root) / n
+            files[str(p.relative_to(repo))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+    git_dir = repo / ".git"
+    return {
+        "files": files,
+        "index": hashlib.sha256((git_dir / "index").read_bytes()).hexdigest(),
+        "head": (git_dir / "HEAD").read_text(),
+        "refs": run("for-each-ref", "--format=%(refname) %(objectname)"),
+        "stash": run("stash", "list"),
+        "config": (git_dir / "config").read_text(),
+        "status": run("status", "--porcelain=v1", "--untracked-files=all"),
+    }
+
+
+def test_diff_changes_nothing_in_a_dirty_repository(tools, scratch_repo, tmp_path):
+    repo = scratch_repo
+    (repo / "mm" / "fixture_basic.c").write_text((repo / "mm" / "fixture_basic.c").read_text() + "\n/* wip */\n")
+    tools.git(repo, "stash", "-q")
+    (repo / "mm" / "fixture_locks.c").write_text((repo / "mm" / "fixture_locks.c").read_text() + "\n/* staged */\n")
+    tools.git(repo, "add", "mm/fixture_locks.c")
+    (repo / "untracked.txt").write_text("keep me\n")
+    plan = _plan(tools, repo, tmp_path)
+    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    before = _snapshot(repo)
+    code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan, "--emit-cocci", tmp_path / "cocci")
+    assert code == 0, err
+    assert out.startswith("diff --git")
+    assert _snapshot(repo) == before
+
+
+def test_names_ro_rw_and_bad_names(tools, fixture_repo, workable_plan):
+    code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--plan", workable_plan,
+                                        "--names", "ro,rw", "--site", "mm/fixture_locks.c:fixture_trylock_wrprotect")
+    assert code == 0, err
+    assert "pte_offset_map_rw_nolock(" in out and "maywrite" not in out
+    for bad in ("ro", "a-b,c", "x,x"):
+        code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--names", bad)
+        assert code == 3 and out == "" and len(err.strip().splitlines()) == 1, (bad, err)
+
+
+def test_names_that_exist_are_refused(tools, scratch_repo):
+    (scratch_repo / "mm" / "taken.c").write_text("int pte_offset_map_ro_nolock;\n")
+    tools.commit_all(scratch_repo, "take the name")
+    code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--names", "ro,rw")
+    assert code == 3 and out == ""
+    assert "already occurs" in err and "mm/taken.c" in err
+
+
+def test_site_filter_touches_one_function(tools, fixture_repo, workable_plan):
+    code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--plan", workable_plan,
+                                        "--site", "mm/fixture_basic.c:fixture_decl_init_rw")
+    assert code == 0, err
+    patch = unidiff.PatchSet(out)
+    assert [p.path for p in patch] == ["mm/fixture_basic.c"]
+    code, _out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--site", "mm/none.c:nothing")
+    assert code == 3 and "no call" in err
+
+
+def test_emitted_semantic_patches_run_by_hand(tools, fixture_repo, workable_plan, tmp_path):
+    out_dir = tmp_path / "cocci"
+    code, _out, err = tools.run_rewriter("diff", "--tree", fixture_repo, "--plan", workable_plan,
+                                         "--emit-cocci", out_dir)
+    assert code == 0, err
+    rules = sorted(out_dir.glob("*.cocci"))
+    assert rules
+    # A file edited in several rounds has one rule per round, applied in order.
+    mine = [r for r in rules if r.name.startswith("mm__fixture_basic.c")]
+    mine.sort(key=lambda r: int(r.name.split(".")[-2]) if r.name.split(".")[-2].isdigit() else 0)
+    src = tmp_path / "fixture_basic.c"
+    original = (fixture_repo / "mm" / "fixture_basic.c").read_bytes()
+    src.write_bytes(original)
+    for rule in mine:
+        proc = subprocess.run(["spatch", "--very-quiet", "--no-includes", "--in-place", "--sp-file", str(rule),
+                               str(src)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    by_hand = src.read_text()
+    assert by_hand != original.decode()
+    calls = [l for l in by_hand.splitlines()
+             if API + "(" in l and not l.startswith("pte_t") and not l.lstrip().startswith(("*", "/*"))]
+    assert calls == [], calls
+
+
+@pytest.mark.kernel
+def test_whole_conversion_of_the_real_tree(tools, kernel_tree, tmp_path):
+    code, out, err = tools.run_rewriter("diff", "--tree", kernel_tree, timeout=tools.KERNEL_SCAN_TIMEOUT)
+    assert code == 0, err
+    patch = unidiff.PatchSet(out)
+    files = {p.path for p in patch}
+    assert len(files) == 12, sorted(files)
+    # Apply to a scratch index (no checkout of the kernel) and look for the old name.
+    env = dict(os.environ, GIT_INDEX_FILE=str(tmp_path / "index"))
+    subprocess.run(["git", "read-tree", "HEAD"], cwd=kernel_tree, env=env, check=True)
+    subprocess.run(["git", "apply", "--cached", "-"], input=out, text=True, cwd=kernel_tree, env=env, check=True)
+    grep = subprocess.run(["git", "grep", "--cached", "-n", "-w", API, "--", "*.c", "*.h", "*.rst"],
+                          cwd=kernel_tree, env=env, capture_output=True, text=True)
+    assert grep.stdout == "", grep.stdout
+    added = "".join(l.value for p in patch for h in p for l in h if l.is_added)
+    assert added.count("pmd_same(") >= 7
+    assert added.count("pmd_t dummy_pmdval;") == 2
