@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cocci, text
 from rewriter.clex import expr_tokens, keep_functions, render, tokens
-from rewriter.errors import InputError, RewriterError
+from rewriter.errors import RewriterError
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import FileResult, Runner
@@ -68,17 +68,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
 
     only: keys (file:function:index) of the calls to convert; None for all.
     """
-    by_file: dict[str, list[Site]] = {}
-    for s in scan.sites:
-        if only is None or s.key in only:
-            by_file.setdefault(s.file, []).append(s)
-    sources = {f: tree.read(f) for f in by_file}
-    shapes = _shapes(runner, sources, by_file, scan.function)
-    rules = {}
-    for path, sites in by_file.items():
-        source = sources[path].decode("utf-8", errors="surrogateescape")
-        edits = plan_file(path, source, sites, plan, shapes[path])
-        rules[path] = [_render(scan.function, names, r) for r in _rounds(edits)]
+    by_file, sources, rules = _file_rules(tree, runner, scan, plan, names, only)
     out: dict[str, bytes] = {}
     for path, rule_sets in rules.items():
         data = sources[path]
@@ -119,20 +109,30 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
 
 
 def emit_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> dict[str, str]:
-    """The semantic patch for each file, for --emit-cocci."""
+    """The semantic patch for each file, for --emit-cocci: FILE, or FILE.N
+    for the N-th of several runs."""
+    _by_file, _sources, per_file = _file_rules(tree, runner, scan, plan, names, None)
+    rules = {}
+    for path, rounds in per_file.items():
+        for n, rule in enumerate(rounds, 1):
+            rules[f"{path}.{n}" if len(rounds) > 1 else path] = rule
+    return rules
+
+
+def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, only: set[str] | None):
+    """Sites, sources and the rounds of rendered rules, per file."""
     by_file: dict[str, list[Site]] = {}
     for s in scan.sites:
-        by_file.setdefault(s.file, []).append(s)
+        if only is None or s.key in only:
+            by_file.setdefault(s.file, []).append(s)
     sources = {f: tree.read(f) for f in by_file}
     shapes = _shapes(runner, sources, by_file, scan.function)
-    rules = {}
+    rules: dict[str, list[str]] = {}
     for path, sites in by_file.items():
         source = sources[path].decode("utf-8", errors="surrogateescape")
         edits = plan_file(path, source, sites, plan, shapes[path])
-        rounds = _rounds(edits)
-        for n, r in enumerate(rounds, 1):
-            rules[f"{path}.{n}" if len(rounds) > 1 else path] = _render(scan.function, names, r)
-    return rules
+        rules[path] = [_render(scan.function, names, r) for r in _rounds(edits)]
+    return by_file, sources, rules
 
 
 def _render(old: str, names: Names, e: FileEdits) -> str:
@@ -335,21 +335,6 @@ def _slice(lines: list[str], st: Stmt) -> str:
         return lines[l1 - 1][c1:c2]
     parts = [lines[l1 - 1][c1:]] + lines[l1:l2 - 1] + [lines[l2 - 1][:c2]]
     return "\n".join(parts)
-
-
-def _dedent(block: str) -> list[str]:
-    """The statements of a body as lines without their common indentation."""
-    raw = block.split("\n")
-    body = [l for l in raw if l.strip()]
-    if not body:
-        return []
-    # The first line was cut at its statement's column: it has no indent.
-    rest = body[1:]
-    common = min((len(l) - len(l.lstrip("\t ")) for l in rest), default=0)
-    first_indent = common if rest and raw[0].strip() == body[0].strip() and not raw[0].startswith(("\t", " ")) else 0
-    out = [body[0].strip()] + [l[common:] for l in rest]
-    del first_indent
-    return out
 
 
 def _statements_of(body: str) -> list[str]:

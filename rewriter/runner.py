@@ -57,29 +57,8 @@ class Runner:
             options: Iterable[str] = (), step: str = "spatch") -> list[FileResult]:
         """Apply cocci_text to each file on its own; collect marker lines."""
         options = list(options)
-        with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
-            root = Path(scratch)
-            sp = root / "rule.cocci"
-            sp.write_text(cocci_text)
-            src = root / "src"
-            for rel, data in files.items():
-                dest = src / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-            names = sorted(files)
-            done = 0
-            results: list[FileResult] = []
-
-            def one(rel: str) -> FileResult:
-                return self._one(sp, src, rel, marker, options)
-
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                for res in pool.map(one, names):
-                    results.append(res)
-                    done += 1
-                    if self.progress:
-                        self.progress(step, done, len(names))
-        return results
+        return [res for _rel, res in self._each(
+            cocci_text, files, step, lambda sp, src, rel: self._one(sp, src, rel, marker, options))]
 
     def transform(self, cocci_text: str, files: dict[str, bytes], options: Iterable[str] = (),
                   step: str = "transform") -> dict[str, bytes | FileResult]:
@@ -91,8 +70,16 @@ class Runner:
         says why spatch failed on it.
         """
         options = ["--in-place", *options]
-        marker = "@@REWRITER-TRANSFORM@@"
-        out: dict[str, bytes | FileResult] = {}
+
+        def one(sp: Path, src: Path, rel: str) -> bytes | FileResult:
+            res = self._one(sp, src, rel, "@@REWRITER-TRANSFORM@@", options)
+            return res if res.error else (src / rel).read_bytes()
+
+        return dict(self._each(cocci_text, files, step, one))
+
+    def _each(self, cocci_text: str, files: dict[str, bytes], step: str, work) -> list[tuple[str, object]]:
+        """Write the rule and the files to a private scratch directory and run
+        work(rule, src_dir, path) for each file in the pool, in path order."""
         with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
             root = Path(scratch)
             sp = root / "rule.cocci"
@@ -103,21 +90,13 @@ class Runner:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
             names = sorted(files)
-            done = 0
-
-            def one(rel: str) -> tuple[str, bytes | FileResult]:
-                res = self._one(sp, src, rel, marker, options)
-                if res.error:
-                    return rel, res
-                return rel, (src / rel).read_bytes()
-
+            out: list[tuple[str, object]] = []
             with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                for rel, value in pool.map(one, names):
-                    out[rel] = value
-                    done += 1
+                for rel, value in zip(names, pool.map(lambda rel: work(sp, src, rel), names)):
+                    out.append((rel, value))
                     if self.progress:
-                        self.progress(step, done, len(names))
-        return out
+                        self.progress(step, len(out), len(names))
+            return out
 
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
         cmd = [self.spatch, "--very-quiet", "--no-includes", "--no-show-diff",
