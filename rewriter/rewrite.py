@@ -69,21 +69,24 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     only: keys (file:function:index) of the calls to convert; None for all.
     """
     by_file, sources, rules = _file_rules(tree, runner, scan, plan, names, only)
-    out: dict[str, bytes] = {}
-    for path, rule_sets in rules.items():
+    # Files in parallel, each file's rounds in order; progress is per file.
+    rounds_runner = Runner(jobs=1, timeout=runner.timeout, spatch=runner.spatch)
+
+    def one_file(path: str) -> bytes:
         data = sources[path]
         # spatch makes one change per function in a run: a later rule does
         # not match in a function an earlier rule changed.  So the edits go
         # in rounds, from the bottom of the file up, one per function each,
         # which also keeps the positions of the edits still to come valid.
-        for rule in rule_sets:
-            res = runner.transform(rule, {path: data})[path]
+        for rule in rules[path]:
+            res = rounds_runner.transform(rule, {path: data})[path]
             if isinstance(res, FileResult):
                 raise RewriteError(f"{path}: {res.error}")
             data = res
         _verify(path, sources[path], data, by_file[path], plan, names, scan.function)
-        out[path] = data
-    return out
+        return data
+
+    return runner.map(one_file, sorted(rules), "rewrite")
 
 
 def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
@@ -163,7 +166,7 @@ def _rounds(edits: FileEdits) -> list[FileEdits]:
 
 def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[Site]],
             function: str) -> dict[str, dict[str, Shape]]:
-    out: dict[str, dict[str, Shape]] = {}
+    work = {}
     for path, sites in by_file.items():
         functions = {s.function for s in sites}
         text_ = sources[path].decode("utf-8", errors="surrogateescape")
@@ -171,10 +174,12 @@ def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[S
         positions = "{" + ", ".join(f"({s.line}, {s.column})" for s in sites) + "}"
         rule = cocci.render("shape.cocci.j2", name=function, marker=SHAPE, sites=positions,
                             functions=repr(sorted(functions)))
-        res = runner.run(rule, {path: narrowed}, SHAPE, step="shape")[0]
+        work[path] = (rule, narrowed)
+    out: dict[str, dict[str, Shape]] = {}
+    for path, res in runner.run_many(work, SHAPE, step="shape").items():
         if res.error:
             raise RewriteError(f"{path}: {res.error}")
-        shapes: dict[str, Shape] = {f: Shape() for f in functions}
+        shapes: dict[str, Shape] = {s.function: Shape() for s in by_file[path]}
         for r in res.records:
             sh = shapes.setdefault(r["function"], Shape())
             st = Stmt(tuple(r["start"]), tuple(r["end"]))

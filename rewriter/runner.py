@@ -60,6 +60,32 @@ class Runner:
         return [res for _rel, res in self._each(
             cocci_text, files, step, lambda sp, src, rel: self._one(sp, src, rel, marker, options))]
 
+    def run_many(self, work: dict[str, tuple[str, bytes]], marker: str, step: str = "spatch") -> dict[str, FileResult]:
+        """Like run(), with a rule of its own for each file: {path: (rule, data)}."""
+        paths = sorted(work)
+        with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
+            root = Path(scratch)
+            src = root / "src"
+            rules = {}
+            for i, path in enumerate(paths):
+                rule, data = work[path]
+                dest = src / path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+                rules[path] = root / f"rule{i}.cocci"
+                rules[path].write_text(rule)
+            return self.map(lambda path: self._one(rules[path], src, path, marker, []), paths, step)
+
+    def map(self, fn, items: list, step: str) -> dict:
+        """fn(item) for each item, in the pool, with progress: {item: result}."""
+        out = {}
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for item, value in zip(items, pool.map(fn, items)):
+                out[item] = value
+                if self.progress:
+                    self.progress(step, len(out), len(items))
+        return out
+
     def transform(self, cocci_text: str, files: dict[str, bytes], options: Iterable[str] = (),
                   step: str = "transform") -> dict[str, bytes | FileResult]:
         """Apply cocci_text to each file on its own and return the new contents.

@@ -124,10 +124,12 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         functions |= {e.helper for evs in events for e in evs if e.self_locked}
         path_inputs[path] = (sites, locks, targets, unlocks, functions)
 
-    paths_by_file = _ask_paths(runner, sources, path_inputs, function)
+    paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors)
 
     sites_out: list[Site] = []
     for path, (facts, summaries, contexts, events) in prepared.items():
+        if path not in paths_by_file:  # its control flow could not be analysed: reported above
+            continue
         lines = texts[path].splitlines()
         per_fn: dict[str, int] = {}
         for ctx, evs in sorted(zip(contexts, events), key=lambda ce: ce[0].site.pos):
@@ -147,8 +149,9 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
                 tuple(sorted(errors, key=lambda e: e.file)))
 
 
-def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str) -> dict[str, Paths]:
-    out: dict[str, Paths] = {}
+def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str,
+               errors: list[FileError]) -> dict[str, Paths]:
+    work = {}
     # One rendering per file: each carries its own positions.
     for path, (sites, locks, targets, unlocks, functions) in inputs.items():
         rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
@@ -157,7 +160,12 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         # Only the functions asked about need their control flow walked.
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
-        res = runner.run(rule, {path: narrowed}, PATH, step="paths")[0]
+        work[path] = (rule, narrowed)
+    out: dict[str, Paths] = {}
+    for path, res in runner.run_many(work, PATH, step="paths").items():
+        if res.error:
+            errors.append(FileError(path, f"control-flow analysis: {res.error}"))
+            continue
         reach, after, held, unguarded = set(), set(), set(), set()
         for r in res.records:
             pair = (tuple(r["from"]), tuple(r["to"]))
