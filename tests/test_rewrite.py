@@ -268,3 +268,40 @@ def test_whole_conversion_of_the_real_tree(tools, kernel_tree, tmp_path):
     added = "".join(l.value for p in patch for h in p for l in h if l.is_added)
     assert added.count("pmd_same(") >= 7
     assert added.count("pmd_t dummy_pmdval;") == 2
+
+
+NO_FAILURE_CHECK = """\
+static void fixture_unchecked_clear(struct mm_struct *mm, pmd_t *pmd,
+\t\t\t\t    unsigned long addr)
+{
+\tspinlock_t *ptl;
+\tpte_t *pte;
+
+\tpte = pte_offset_map_nolock(mm, pmd, addr, &ptl);
+\tspin_lock(ptl);
+\tpte_clear(mm, addr, pte);
+\tpte_unmap_unlock(pte, ptl);
+}
+"""
+
+
+def test_recheck_without_a_failure_action_needs_the_plan(tools, scratch_repo, tmp_path):
+    """No 'if (!pte)' after the call: the tool stops, naming the call, until
+    the plan says what to do; then it writes exactly that."""
+    (scratch_repo / "mm" / "fixture_unchecked.c").write_text(NO_FAILURE_CHECK)
+    tools.commit_all(scratch_repo, "a caller that never checks the mapping")
+    plan = _plan(tools, scratch_repo, tmp_path)
+    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    key = "mm/fixture_unchecked.c:fixture_unchecked_clear:0"
+    code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
+                                        "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
+    assert code == 3 and out == ""
+    assert key in err and "on_recheck_fail" in err
+    plan.write_text(_set(plan.read_text(), key, "on_recheck_fail", '"return;"'))
+    code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
+                                        "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
+    assert code == 0, err
+    added = [l.value.rstrip("\n") for p in unidiff.PatchSet(out) for h in p for l in h if l.is_added]
+    assert "\tif (unlikely(!pmd_same(pmdval, pmdp_get_lockless(pmd)))) {" in added
+    assert "\t\tpte_unmap_unlock(pte, ptl);" in added
+    assert "\t\treturn;" in added
