@@ -15,7 +15,7 @@ from rewriter.clex import keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.runner import Runner
 from rewriter.tree import Tree
-from rewriter.verdicts import Evidence, Paths, Verdict
+from rewriter.verdicts import Paths, Verdict
 
 FUNCTION = "pte_offset_map_nolock"
 FACT = "@@REWRITER-FACT@@"
@@ -108,7 +108,7 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         if not facts.sites:
             continue
         summaries = verdicts.summarise_helpers(facts)
-        contexts = [verdicts.site_context(facts, s) for s in facts.sites]
+        contexts = [verdicts.site_context(facts, s, function) for s in facts.sites]
         events = [verdicts.site_events(facts, ctx, summaries) for ctx in contexts]
         prepared[path] = (facts, summaries, contexts, events)
         sites = {s.pos for s in facts.sites}

@@ -210,19 +210,17 @@ class SiteContext:
     returned: bool  # the call's value is returned as it is
 
 
-def site_context(facts: FileFacts, site: SiteFact) -> SiteContext:
+def site_context(facts: FileFacts, site: SiteFact, function: str) -> SiteContext:
+    """function: the name being converted, as it appears at the call."""
     assigns = facts.assigns_in(site.function)
     mm, pmd, addr, ptlp = site.args
     lock = ptlp[1:] if ptlp[:1] == ("&",) else ("*",) + ptlp
     pointers = _aliases({site.target}, assigns) if site.target else set()
     locks = _aliases({lock}, assigns, exact=True)
-    returned = any(r.pos == site.pos or (r.value and r.value[0] == site_name(site) and r.pos[0] == site.pos[0])
+    # "return <call>;": the returned expression starts at the call.
+    returned = any(r.pos == site.pos or (r.value[:1] == (function,) and r.pos[0] == site.pos[0])
                    for r in facts.returns_in(site.function))
     return SiteContext(site, frozenset(pointers), frozenset(locks), pmd, returned)
-
-
-def site_name(site: SiteFact) -> str:
-    return "pte_offset_map_nolock"
 
 
 def _refs_table(arg: tuple[str, ...], ctx: SiteContext) -> set[str | None]:
