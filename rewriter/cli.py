@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-cocci", metavar="DIR", help="also write the generated semantic patches to DIR")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the diff")
     p.set_defaults(func=cmd_diff)
+
+    _add_check_parser(sub)
     return parser
 
 
@@ -198,3 +200,46 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         return EXIT_OK
+
+
+# --------------------------------------------------------------------------
+# rewriter check
+# --------------------------------------------------------------------------
+
+def _add_check_parser(sub) -> None:
+    p = sub.add_parser("check", help="check the patch series like a maintainer's CI: checkpatch, "
+                                     "every patch builds, git send-email round trip")
+    p.add_argument("--tree", default=".", help="kernel git repository (default: current directory)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--series", metavar="DIR",
+                       help="directory of git format-patch files (default: outgoing)")
+    which.add_argument("--branch", metavar="NAME", help="check the commits of this branch instead")
+    p.add_argument("--base", metavar="REV",
+                   help="the series' base (default: the cover letter's base-commit, or for --branch "
+                        "its merge base with HEAD)")
+    p.add_argument("--build", action="store_true",
+                   help="build each commit's objects with Kbuild (x86_64, and arm/powerpc with cross compilers)")
+    p.add_argument("--mail", action="store_true",
+                   help="send the series with git send-email to a local SMTP server and git am it back")
+    p.add_argument("--mbox", metavar="FILE", help="keep the mails that arrived here (default: in the temp directory)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="make -j for the build (default: CPUs)")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rewriter import check
+
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
+
+    def say(msg: str) -> None:
+        print(f"rewriter: check: {msg}", file=sys.stderr, flush=True)
+
+    report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
+                         progress=say, build_options={"jobs": args.jobs}, mbox=args.mbox)
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(check.render_text(report))
+    return EXIT_INCOMPLETE if report.failed() else EXIT_OK
