@@ -122,7 +122,8 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
             targets |= summaries[name].write_calls
         functions = {s.function for s in facts.sites}
         functions |= {e.helper for evs in events for e in evs if e.self_locked}
-        path_inputs[path] = (sites, locks, targets, unlocks, functions)
+        callee = {c.pos: c.name for c in facts.calls}
+        path_inputs[path] = (sites, locks, targets, unlocks, functions, callee)
 
     paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors)
 
@@ -153,10 +154,18 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
                errors: list[FileError]) -> dict[str, Paths]:
     work = {}
     # One rendering per file: each carries its own positions.
-    for path, (sites, locks, targets, unlocks, functions) in inputs.items():
+    for path, (sites, locks, targets, unlocks, functions, callee) in inputs.items():
+        # The names called at each kind of position let spatch narrow the
+        # matching itself; calls through a pointer have no name.
+        def named(positions: set) -> list[str]:
+            return sorted({callee[p] for p in positions if callee.get(p)})
+
+        events = targets | locks
         rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
-                            sites=_pyset(sites), locks=_pyset(locks), events=_pyset(targets | locks),
-                            unlocks=_pyset(unlocks), functions=repr(sorted(functions)))
+                            sites=_pyset(sites), locks=_pyset(locks), events=_pyset(events),
+                            unlocks=_pyset(unlocks), functions=repr(sorted(functions)), function=function,
+                            lock_names=named(locks), event_names=named(events), unlock_names=named(unlocks),
+                            pointer_events=any(p in callee and callee[p] is None for p in events))
         # Only the functions asked about need their control flow walked.
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
