@@ -2,6 +2,7 @@
 #
 #   make demo     run "rewriter scan" on the Linux 6.12 tree
 #   make test     run the test suite (includes end-to-end tests on the tree)
+#   make verify   check the patch series like a maintainer's CI (kernel builds)
 #
 # Both install what is missing first: Debian packages (deps), the Python
 # virtual environment (venv) and the kernel tree (kernel).
@@ -13,6 +14,7 @@ VENV         := .venv
 KERNEL_CACHE ?= $(HOME)/.cache/rewriter
 KERNEL_TREE  ?= $(KERNEL_CACHE)/linux-6.12
 PYTEST_ARGS  ?=
+SERIES       ?= outgoing
 
 # apt-get needs root; use sudo only when we are not root already.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -21,7 +23,7 @@ VENV_STAMP := $(VENV)/.rewriter-installed
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help deps venv kernel test demo clean
+.PHONY: help deps venv kernel test demo verify clean
 
 help:
 	@echo 'Targets:'
@@ -30,6 +32,7 @@ help:
 	@echo '  kernel  prepare the Linux 6.12 git tree at $(KERNEL_TREE)'
 	@echo '  test    run pytest with REWRITER_KERNEL_TREE set (extra arguments: PYTEST_ARGS=...)'
 	@echo '  demo    run "rewriter scan" on the kernel tree'
+	@echo '  verify  rewriter check --build --mail on the series in $(SERIES) (checkpatch, builds, send-email)'
 	@echo '  clean   remove $(VENV) and its stamp (the kernel cache is kept)'
 	@echo 'Variables: KERNEL_CACHE=$(KERNEL_CACHE) KERNEL_TREE=$(KERNEL_TREE) PYTHON=$(PYTHON)'
 
@@ -39,14 +42,27 @@ help:
 #                      when installed, so look for the command itself)
 #   xz              -> xz-utils (unpacking linux-source-6.12.tar.xz)
 #   venv/ensurepip  -> python3-venv (not part of Debian's python3)
+#   with WITH_BUILD_DEPS=1 (make verify sets it), also what
+#   "rewriter check --build" needs to build kernel objects: BUILD_DEPS
+#   (make, gcc, flex, bison, bc, libelf-dev, libssl-dev, and the cross
+#   compilers for the arm and powerpc files of the series).  perl, for
+#   checkpatch.pl, comes with git.
+BUILD_DEPS := make gcc libc6-dev flex bison bc libelf-dev libssl-dev \
+              gcc-arm-linux-gnueabihf gcc-powerpc64le-linux-gnu
 deps:
 	@missing=; \
 	command -v spatch >/dev/null 2>&1 || missing="$$missing coccinelle"; \
 	[ -x "$$(git --exec-path)/git-send-email" ] || missing="$$missing git-email"; \
 	command -v xz >/dev/null 2>&1 || missing="$$missing xz-utils"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$(WITH_BUILD_DEPS)" ]; then \
+	    for pkg in $(BUILD_DEPS); do \
+	        dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q '^install ok installed' \
+	            || missing="$$missing $$pkg"; \
+	    done; \
+	fi; \
 	if [ -z "$$missing" ]; then \
-	    echo "deps: spatch, git send-email, xz and python venv are present"; \
+	    echo "deps: spatch, git send-email, xz and python venv are present$(if $(WITH_BUILD_DEPS), (with the kernel build tools))"; \
 	else \
 	    echo "deps: installing$$missing"; \
 	    $(SUDO) apt-get update -q && \
@@ -74,6 +90,20 @@ test: deps venv kernel
 
 demo: deps venv kernel
 	$(VENV)/bin/rewriter scan --tree '$(KERNEL_TREE)'
+
+# The whole check of the real series, as a maintainer's CI would run it:
+# checkpatch, every commit built (x86_64, arm, powerpc; the build cache is
+# $(KERNEL_CACHE)/build), and the git send-email round trip.  The series is
+# read from SERIES; when it is not there, "make demo" is asked to write it.
+verify: venv kernel
+	@$(MAKE) --no-print-directory deps WITH_BUILD_DEPS=1
+	@if ! ls '$(SERIES)'/*.patch >/dev/null 2>&1; then $(MAKE) --no-print-directory demo; fi
+	@ls '$(SERIES)'/*.patch >/dev/null 2>&1 || { \
+	    echo "make verify: no patch series in $(SERIES)/; write it with" \
+	         "'$(VENV)/bin/rewriter series --tree $(KERNEL_TREE) -o $(SERIES)'" >&2; exit 1; }
+	@mkdir -p build
+	REWRITER_CACHE='$(KERNEL_CACHE)' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
+	    --build --mail --mbox build/verify.mbox
 
 clean:
 	rm -rf $(VENV) rewriter.egg-info

@@ -266,8 +266,9 @@ class Config:
     defconfig: str
     options: tuple[str, ...]
     out: Path = Path()
-    enabled: list[str] = field(default_factory=list)
-    not_enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=list)  # switched on with scripts/config
+    already: list[str] = field(default_factory=list)  # set by the defconfig itself
+    not_enabled: list[str] = field(default_factory=list)  # their dependencies are not met
     files: list[str] = field(default_factory=list)  # the series' files built with it
 
     @property
@@ -275,9 +276,6 @@ class Config:
         extra = f" + {', '.join(o.removeprefix('CONFIG_') for o in self.enabled)}" if self.enabled else ""
         return f"{self.arch.make_arch} {self.defconfig}{extra}"
 
-    def recipe(self) -> dict:
-        return {"arch": self.arch.make_arch, "cross": self.arch.cross, "defconfig": self.defconfig,
-                "options": sorted(self.options)}
 
 
 @dataclass
@@ -334,7 +332,8 @@ class BuildReport:
     def to_json(self) -> dict:
         return {"src": self.src,
                 "configs": [{"name": c.name, "arch": c.arch.make_arch, "defconfig": c.defconfig,
-                             "dir": str(c.out), "enabled": c.enabled, "not_enabled": c.not_enabled,
+                             "dir": str(c.out), "options": list(c.options), "enabled": c.enabled,
+                             "already": c.already, "not_enabled": c.not_enabled,
                              "files": c.files} for c in self.configs],
                 "base": [o.to_json() for o in self.base], "notes": self.notes, "skipped": self.skipped,
                 "failed": self.failed()}
@@ -343,8 +342,10 @@ class BuildReport:
         out = ["build (Kbuild, out of tree):"]
         for c in self.configs:
             if c.files:
-                extra = f"; could not enable {', '.join(c.not_enabled)}" if c.not_enabled else ""
-                out.append(f"  {c.name}: {', '.join(c.files)}  [{c.out}]{extra}")
+                out.append(f"  {c.arch.make_arch} {c.defconfig} compiled {', '.join(c.files)}  [{c.out}]")
+                opts = [f"{o} (switched on)" for o in c.enabled] + [f"{o} (in the defconfig)" for o in c.already]
+                opts += [f"{o} (COULD NOT be switched on)" for o in c.not_enabled]
+                out.append(f"       options read from the code: {', '.join(opts) or 'none'}")
         for path, why in sorted(self.skipped.items()):
             out.append(f"  {path}: {why}")
         for note in self.notes:
@@ -361,7 +362,8 @@ class BuildReport:
             out.append(f"  {p.number:2d} {pb.status()} in {pb.seconds:.0f}s: {p.subject}")
             for o in pb.objects:
                 detail = {"failed": f": {o.error}", "new warnings": ""}.get(o.status, "")
-                compiled = {True: "", False: ", function not compiled", None: ""}[o.compiled]
+                compiled = {True: ", nm shows the call", False: ", NOT COMPILED: nm shows no call",
+                            None: ""}[o.compiled]
                 out.append(f"       {o.source} [{o.config}] {o.status}{detail}{compiled} ({o.why})")
                 for w in o.new_warnings:
                     out.append(f"         + {w}")
@@ -377,13 +379,15 @@ class BuildReport:
 class Source:
     """The base exported with git archive, with series files written over it."""
 
-    def __init__(self, repo: Path, base: str, cache: Path):
+    def __init__(self, repo: Path, base: str, cache: Path, say=None):
         self.repo = repo
         self.base = base
         tree = _git(repo, "rev-parse", f"{base}^{{tree}}").strip()
         self.dir = cache / f"src-{tree[:16]}"
         self.record = cache / f"src-{tree[:16]}.written.json"
         if not (self.dir / "Makefile").exists():
+            if say:
+                say(f"export the base with git archive into {self.dir} (once per base)")
             self._export(cache)
 
     def _export(self, cache: Path) -> None:
@@ -466,37 +470,51 @@ class Builder:
                               env=self._env(), check=False)
 
     def configure(self, cfg: Config, cache: Path) -> None:
-        recipe = cfg.recipe()
+        """cfg.out: the build directory of the defconfig with cfg.options on.
+
+        The plain defconfig is made first; the options it already sets need
+        nothing, so configurations that differ only in those share one
+        build directory (and its objects)."""
+        plain = self._configured(cfg, [], cache)
+        defaults = _read_config(plain / ".config")
+        wanted = sorted(o for o in cfg.options if defaults.get(o) != "y")
+        cfg.already = sorted(o for o in cfg.options if o not in wanted)
+        cfg.out = self._configured(cfg, wanted, cache) if wanted else plain
+        saved = json.loads((cfg.out / ".rewriter-config.json").read_text())
+        cfg.enabled, cfg.not_enabled = saved["enabled"], saved["not_enabled"]
+
+    def _configured(self, cfg: Config, wanted: list[str], cache: Path) -> Path:
+        recipe = {"arch": cfg.arch.make_arch, "cross": cfg.arch.cross, "defconfig": cfg.defconfig,
+                  "options": wanted}
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-        cfg.out = cache / f"{cfg.arch.make_arch}-{digest}"
-        stamp = cfg.out / ".rewriter-config.json"
-        if stamp.exists() and (cfg.out / ".config").exists():
-            saved = json.loads(stamp.read_text())
-            if saved.get("recipe") == recipe:
-                cfg.enabled, cfg.not_enabled = saved["enabled"], saved["not_enabled"]
-                return
-        self.say(f"configure {cfg.arch.make_arch} {cfg.defconfig}")
-        cfg.out.mkdir(parents=True, exist_ok=True)
+        out = cache / f"{cfg.arch.make_arch}-{digest}"
+        stamp = out / ".rewriter-config.json"
+        if stamp.exists() and (out / ".config").exists():
+            if json.loads(stamp.read_text()).get("recipe") == recipe:
+                return out
+        self.say(f"configure {cfg.arch.make_arch} {cfg.defconfig}"
+                 + (f" + {', '.join(wanted)}" if wanted else ""))
+        out.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
-        proc = self.make(cfg, cfg.defconfig)
+        probe = Config(cfg.arch, cfg.defconfig, tuple(wanted), out=out)
+        proc = self.make(probe, cfg.defconfig)
         if proc.returncode != 0:
             raise RewriterError(f"make {cfg.defconfig} for {cfg.arch.make_arch} failed: "
                                 f"{_last_line(proc.stderr or proc.stdout)}")
-        before = _read_config(cfg.out / ".config")
-        wanted = [o for o in cfg.options if before.get(o) != "y"]
         if wanted:
             args = []
             for o in wanted:
                 args += ["--enable", o.removeprefix("CONFIG_")]
-            subprocess.run(["bash", str(self.src.dir / "scripts/config"), "--file", str(cfg.out / ".config"), *args],
+            subprocess.run(["bash", str(self.src.dir / "scripts/config"), "--file", str(out / ".config"), *args],
                            check=True, capture_output=True)
-            proc = self.make(cfg, "olddefconfig")
+            proc = self.make(probe, "olddefconfig")
             if proc.returncode != 0:
                 raise RewriterError(f"make olddefconfig failed: {_last_line(proc.stderr or proc.stdout)}")
-        after = _read_config(cfg.out / ".config")
-        cfg.enabled = sorted(o for o in wanted if after.get(o) == "y")
-        cfg.not_enabled = sorted(o for o in wanted if after.get(o) != "y")
-        stamp.write_text(json.dumps({"recipe": recipe, "enabled": cfg.enabled, "not_enabled": cfg.not_enabled}))
+        after = _read_config(out / ".config")
+        stamp.write_text(json.dumps({"recipe": recipe,
+                                     "enabled": [o for o in wanted if after.get(o) == "y"],
+                                     "not_enabled": [o for o in wanted if after.get(o) != "y"]}))
+        return out
 
     def build(self, cfg: Config, sources: list[str]) -> dict[str, ObjResult]:
         """Build the objects of sources; per source its result (from the
@@ -639,8 +657,7 @@ def build_series(series, say=None, jobs: int | None = None, cache: Path | None =
     pattern = watched_pattern(function)
     report = BuildReport()
     t0 = time.monotonic()
-    say("export the base with git archive (once per base)")
-    src = Source(series.clone, series.base, cache)
+    src = Source(series.clone, series.base, cache, say)
     report.src = str(src.dir)
     builder = Builder(src, jobs, say)
     repo = series.clone
@@ -698,6 +715,11 @@ def build_series(series, say=None, jobs: int | None = None, cache: Path | None =
                     assigned[f] = cfg
                     base_results[f] = r
                     pending.remove(f)
+                elif r.status == "built":
+                    report.notes.append(f"{f}: {arch.make_arch} {defconfig} builds the object but not the code "
+                                        f"that calls {', '.join(sorted(want))} (nm); trying the next defconfig")
+                else:
+                    report.notes.append(f"{f}: does not build with {arch.make_arch} {defconfig}: {r.error}")
             if cfg not in report.configs:
                 report.configs.append(cfg)
         for f in pending:

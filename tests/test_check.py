@@ -298,3 +298,60 @@ def test_watched_names():
     text = ("/* pte_offset_map_ro_nolock() */ x = pte_offset_map_readonly_nolock(mm, pmd, a, &ptl);\n"
             "y = pte_offset_map_nolock(mm, pmd, a, &ptl); z = pte_offset_map(pmd, a);")
     assert kbuild.code_mentions(text, pat) == {"pte_offset_map_readonly_nolock", "pte_offset_map_nolock"}
+
+
+# --------------------------------------------------------------------------
+# one small build (make verify builds the whole series)
+# --------------------------------------------------------------------------
+
+def _commit_file(repo: Path, path: str, data: bytes, message: str, tmp: Path) -> str:
+    """A commit on HEAD that changes one file, made without a checkout."""
+    env = {"GIT_INDEX_FILE": str(tmp / "index")}
+
+    def git(*args, input=None):
+        proc = subprocess.run(["git", *args], cwd=repo, input=input, capture_output=True, check=True,
+                              env={**__import__("os").environ, **env})
+        return proc.stdout.decode().strip()
+
+    blob = git("hash-object", "-w", "--stdin", input=data)
+    git("read-tree", "HEAD")
+    git("update-index", "--cacheinfo", f"100644,{blob},{path}")
+    tree = git("write-tree")
+    return git("-c", "user.name=Rewriter Tests", "-c", "user.email=rewriter-tests@example.invalid",
+               "commit-tree", tree, "-p", "HEAD", "-m", message)
+
+
+@pytest.mark.kernel
+def test_build_reports_a_new_warning(tools, kernel_tree, tmp_path):
+    """One commit that adds an unused variable to mm/fadvise.c (a small
+    obj-y file): its object is built at the base and at the commit, and
+    the warning is new.  Needs the exported base that make verify leaves in
+    the build cache; a cold cache would take longer than this suite allows."""
+    tree_id = tools.git(kernel_tree, "rev-parse", "HEAD^{tree}")
+    src = kbuild.default_cache() / f"src-{tree_id[:16]}"
+    if not (src / "Makefile").exists():
+        pytest.skip(f"the kernel build cache is cold ({src} missing): run 'make verify' once")
+    clone = tmp_path / "linux"
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(kernel_tree), str(clone)], check=True)
+    text = _kernel_file(kernel_tree, "mm/fadvise.c").decode()
+    anchor = "int generic_fadvise(struct file *file, loff_t offset, loff_t len, int advice)\n{\n"
+    assert anchor in text
+    text = text.replace(anchor, anchor + "\tint rewriter_test_unused;\n", 1)
+    commit = _commit_file(clone, "mm/fadvise.c", text.encode(),
+                          "mm: fadvise: add an unused variable\n\nSigned-off-by: Rewriter Tests "
+                          "<rewriter-tests@example.invalid>", tmp_path)
+    tools.git(clone, "branch", "warn", commit)
+    import time
+    t0 = time.monotonic()
+    code, data, err = _check(tools, clone, "--branch", "warn", "--base", "HEAD", "--build")
+    seconds = time.monotonic() - t0
+    assert data is not None, err
+    assert code == 1, err
+    (patch,) = [p for p in data["patches"] if p["number"] != 0]
+    build = patch["build"]
+    assert build["status"] == "new warnings", build
+    (obj,) = build["objects"]
+    assert obj["source"] == "mm/fadvise.c" and obj["why"] == "touched"
+    assert any("unused variable 'rewriter_test_unused'" in w for w in obj["new_warnings"]), obj
+    assert [c["defconfig"] for c in data["build"]["configs"] if c["files"]] == ["defconfig"]
+    assert seconds < 300, f"the one-object build took {seconds:.0f}s"
