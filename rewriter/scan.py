@@ -142,7 +142,8 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
     for path, line in missed:
-        if path in all_facts:
+        # A file whose control flow could not be analysed is reported once, above.
+        if path in all_facts and not (path in prepared and path not in paths_by_file):
             errors.append(FileError(path, f"line {line}: spatch could not parse the code around this call of "
                                           f"{function}(); fix the syntax or report it"))
     sites_out.sort(key=lambda s: (s.file, s.line, s.column))
@@ -152,8 +153,8 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
 
 def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str,
                errors: list[FileError]) -> dict[str, Paths]:
-    work = {}
-    # One rendering per file: each carries its own positions.
+    work: dict[tuple[str, tuple[str, str]], tuple[str, bytes]] = {}
+    # One rendering per file and question: each carries its own positions.
     for path, (sites, locks, targets, unlocks, functions, callee) in inputs.items():
         # The names called at each kind of position let spatch narrow the
         # matching itself; calls through a pointer have no name.
@@ -161,26 +162,38 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
             return sorted({callee[p] for p in positions if callee.get(p)})
 
         events = targets | locks
-        rule = cocci.render("paths.cocci.j2", marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
-                            sites=_pyset(sites), locks=_pyset(locks), events=_pyset(events),
-                            unlocks=_pyset(unlocks), functions=repr(sorted(functions)), function=function,
-                            lock_names=named(locks), event_names=named(events), unlock_names=named(unlocks),
-                            pointer_events=any(p in callee and callee[p] is None for p in events))
+        values = dict(marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
+                      sites=_pyset(sites), locks=_pyset(locks), events=_pyset(events),
+                      unlocks=_pyset(unlocks), function=function, lock_names=named(locks),
+                      event_names=named(events), unlock_names=named(unlocks),
+                      pointer_events=any(p in callee and callee[p] is None for p in events))
+        ends = (["call"] if values["event_names"] else []) + (["pointer_call"] if values["pointer_events"] else [])
+        queries = [("reach", e) for e in ends + ["returned"]]
+        if values["lock_names"]:
+            queries += [("after", "relock")] + [("held", e) for e in ends + ["returned"]]
+            queries += [("unguarded", e) for e in ends]
         # Only the functions asked about need their control flow walked.
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
-        work[path] = (rule, narrowed)
-    out: dict[str, Paths] = {}
-    for path, res in runner.run_many(work, PATH, step="paths").items():
+        for q in queries:
+            work[(path, q)] = (cocci.render("paths.cocci.j2", query=q, **values), narrowed)
+    quiet = Runner(jobs=1, timeout=runner.timeout, spatch=runner.spatch)
+    answers = runner.map(lambda key: quiet.run(work[key][0], {key[0]: work[key][1]}, PATH)[0],
+                         sorted(work), "paths")
+    found: dict[str, dict[str, set]] = {}
+    failed: set[str] = set()
+    for (path, _q), res in sorted(answers.items()):
         if res.error:
-            errors.append(FileError(path, f"control-flow analysis: {res.error}"))
+            if path not in failed:
+                errors.append(FileError(path, f"control-flow analysis: {res.error}"))
+            failed.add(path)
             continue
-        reach, after, held, unguarded = set(), set(), set(), set()
+        kinds = found.setdefault(path, {"reach": set(), "after": set(), "held": set(), "unguarded": set()})
         for r in res.records:
-            pair = (tuple(r["from"]), tuple(r["to"]))
-            {"reach": reach, "after": after, "held": held, "unguarded": unguarded}[r["kind"]].add(pair)
-        out[path] = Paths(frozenset(reach), frozenset(after), frozenset(held), frozenset(unguarded))
-    return out
+            kinds[r["kind"]].add((tuple(r["from"]), tuple(r["to"])))
+    return {path: Paths(frozenset(k["reach"]), frozenset(k["after"]), frozenset(k["held"]),
+                        frozenset(k["unguarded"]))
+            for path, k in found.items() if path not in failed}
 
 
 def _pyset(positions: set) -> str:
