@@ -269,6 +269,7 @@ class Config:
     enabled: list[str] = field(default_factory=list)  # switched on with scripts/config
     already: list[str] = field(default_factory=list)  # set by the defconfig itself
     not_enabled: list[str] = field(default_factory=list)  # their dependencies are not met
+    werror_off: list[str] = field(default_factory=list)  # switched off: warnings are counted, not fatal
     files: list[str] = field(default_factory=list)  # the series' files built with it
 
     @property
@@ -333,7 +334,7 @@ class BuildReport:
         return {"src": self.src,
                 "configs": [{"name": c.name, "arch": c.arch.make_arch, "defconfig": c.defconfig,
                              "dir": str(c.out), "options": list(c.options), "enabled": c.enabled,
-                             "already": c.already, "not_enabled": c.not_enabled,
+                             "already": c.already, "not_enabled": c.not_enabled, "werror_off": c.werror_off,
                              "files": c.files} for c in self.configs],
                 "base": [o.to_json() for o in self.base], "notes": self.notes, "skipped": self.skipped,
                 "failed": self.failed()}
@@ -346,6 +347,8 @@ class BuildReport:
                 opts = [f"{o} (switched on)" for o in c.enabled] + [f"{o} (in the defconfig)" for o in c.already]
                 opts += [f"{o} (COULD NOT be switched on)" for o in c.not_enabled]
                 out.append(f"       options read from the code: {', '.join(opts) or 'none'}")
+                if c.werror_off:
+                    out.append(f"       switched off, so that warnings are counted, not fatal: {', '.join(c.werror_off)}")
         for path, why in sorted(self.skipped.items()):
             out.append(f"  {path}: {why}")
         for note in self.notes:
@@ -482,10 +485,11 @@ class Builder:
         cfg.out = self._configured(cfg, wanted, cache) if wanted else plain
         saved = json.loads((cfg.out / ".rewriter-config.json").read_text())
         cfg.enabled, cfg.not_enabled = saved["enabled"], saved["not_enabled"]
+        cfg.werror_off = saved.get("werror_off", [])
 
     def _configured(self, cfg: Config, wanted: list[str], cache: Path) -> Path:
         recipe = {"arch": cfg.arch.make_arch, "cross": cfg.arch.cross, "defconfig": cfg.defconfig,
-                  "options": wanted}
+                  "options": wanted, "werror": "off"}
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         out = cache / f"{cfg.arch.make_arch}-{digest}"
         stamp = out / ".rewriter-config.json"
@@ -501,17 +505,23 @@ class Builder:
         if proc.returncode != 0:
             raise RewriterError(f"make {cfg.defconfig} for {cfg.arch.make_arch} failed: "
                                 f"{_last_line(proc.stderr or proc.stdout)}")
-        if wanted:
+        # -Werror (CONFIG_WERROR, CONFIG_PPC_WERROR, ...) would turn the
+        # first new warning into a failed build and hide the others: the
+        # check tells new warnings from errors itself.
+        werror = sorted(o for o, v in _read_config(out / ".config").items() if o.endswith("WERROR") and v == "y")
+        if wanted or werror:
             args = []
             for o in wanted:
                 args += ["--enable", o.removeprefix("CONFIG_")]
+            for o in werror:
+                args += ["--disable", o.removeprefix("CONFIG_")]
             subprocess.run(["bash", str(self.src.dir / "scripts/config"), "--file", str(out / ".config"), *args],
                            check=True, capture_output=True)
             proc = self.make(probe, "olddefconfig")
             if proc.returncode != 0:
                 raise RewriterError(f"make olddefconfig failed: {_last_line(proc.stderr or proc.stdout)}")
         after = _read_config(out / ".config")
-        stamp.write_text(json.dumps({"recipe": recipe,
+        stamp.write_text(json.dumps({"recipe": recipe, "werror_off": werror,
                                      "enabled": [o for o in wanted if after.get(o) == "y"],
                                      "not_enabled": [o for o in wanted if after.get(o) != "y"]}))
         return out
@@ -536,9 +546,11 @@ class Builder:
             obj, log = cfg.out / o, logs / (o.replace("/", "__") + ".json")
             diags = [d for line in blocks.get(o, []) if (d := self._diag(line))]
             errors = [d for d in diags if d[0] != "warning"]
+            where = [self._diag(line, lines=True) for line in blocks.get(o, [])]
+            errors_at = [d[1] for d in where if d and d[0] != "warning"]
             warnings = [d[1] for d in diags if d[0] == "warning"]
             if o in failed_targets or not obj.exists():
-                first = errors[0][1] if errors else self._first_problem(blocks.get(o, []), text, o)
+                first = errors_at[0] if errors else self._first_problem(blocks.get(o, []), text, o)
                 results[s] = ObjResult(s, cfg.name, "failed", error=first, warnings=warnings)
                 log.unlink(missing_ok=True)
                 continue
@@ -570,7 +582,10 @@ class Builder:
                 blocks[current].append(line)
         return blocks, failed
 
-    def _diag(self, line: str) -> tuple[str, str] | None:
+    def _diag(self, line: str, lines: bool = False) -> tuple[str, str] | None:
+        """(kind, "file: kind: message"), the line number left out so that
+        the same warning matches before and after an edit (with lines=True:
+        "file:line:col: ...", to be shown)."""
         m = DIAG_RE.match(line)
         if not m:
             return None
@@ -580,6 +595,8 @@ class Builder:
             path = path[len(src):]
         path = re.sub(r"^(\.\./)+[^/]*src-[0-9a-f]+/", "", path)
         kind = "error" if m.group("kind") != "warning" else "warning"
+        if lines:
+            path += f":{m.group('line')}" + (f":{m.group('col')}" if m.group("col") else "")
         return kind, f"{path}: {m.group('kind')}: {m.group('msg')}"
 
     def _first_problem(self, block: list[str], text: str, obj: str) -> str:
