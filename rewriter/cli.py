@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
+import stat
 import sys
+import tempfile
+import traceback
 
 from rewriter import __version__, diffs, rewrite
 from rewriter import plan as plan_mod
-from rewriter.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, InputError, RewriterError
+from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
+                             RewriterError)
 from rewriter.helpers import Names, check_names_free
 from rewriter.runner import Runner
 from rewriter.scan import FUNCTION, Scan, scan
@@ -76,7 +82,7 @@ def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
 
 def _runner(args: argparse.Namespace) -> Runner:
     runner = Runner(progress=_progress_printer())
-    if getattr(args, "jobs", None):
+    if getattr(args, "jobs", None) is not None:
         if args.jobs < 1:
             raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
         runner.jobs = args.jobs
@@ -88,31 +94,41 @@ def _scan_and_plan(args: argparse.Namespace):
     runner = _runner(args)
     names = Names.parse(args.names)
     result = scan(tree, runner)
-    if result.errors:
-        for err in result.errors:
-            print(f"rewriter: {err.file}: {err.message}", file=sys.stderr)
-        raise InputError(f"{len(result.errors)} file(s) could not be analysed; nothing converted "
-                         f"(fix them, or scan an earlier --rev)")
+    _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
     check_names_free(tree, names)
     return tree, runner, names, result, chosen
 
 
+def _refuse_errors(result: Scan, what: str) -> None:
+    """A plan or a conversion must cover every call: refuse a scan with errors,
+    in one line that names the first."""
+    if not result.errors:
+        return
+    first = result.errors[0]
+    more = (f" (and {len(result.errors) - 1} more; 'rewriter scan' lists them all)"
+            if len(result.errors) > 1 else "")
+    raise InputError(f"{first.file}: {first.message}{more}; {what}: fix the file, or use an earlier --rev")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.output != "-":
+        _check_output_file(args.output, "-o")
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
     result = scan(tree, runner)
-    for err in result.errors:
-        print(f"rewriter: {err.file}: {err.message}", file=sys.stderr)
+    _refuse_errors(result, "no plan written")
     text = plan_mod.dump(plan_mod.from_scan(result), result)
     if args.output == "-":
-        sys.stdout.write(text)
+        write_stdout(text)
     else:
-        write_atomically(args.output, text.encode())
-    return EXIT_INCOMPLETE if result.errors else EXIT_OK
+        write_atomically(args.output, text.encode(), "-o")
+    return EXIT_OK
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    if args.emit_cocci:
+        _check_rules_dir(args.emit_cocci)
     tree, runner, names, result, chosen = _scan_and_plan(args)
     only = None
     if args.site:
@@ -121,37 +137,135 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if not only:
             raise InputError(f"--site {args.site}: no call of {result.function}() in that function; "
                              f"'rewriter scan' lists them as FILE:LINE: FUNCTION()")
+    rewrite.check_editable(tree, rewrite.edited_files(result, only))
     if args.emit_cocci:
         rules = rewrite.emit_rules(tree, runner, result, chosen, names)
         write_rules(args.emit_cocci, rules)
     changes = rewrite.conversion(tree, runner, result, chosen, names, only)
     patch = diffs.unified(changes)
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    sys.stdout.write(diffs.render(patch, colour))
+    write_stdout(diffs.render(patch, colour))
     return EXIT_OK
 
 
-def write_rules(directory: str, rules: dict[str, str]) -> None:
-    """One .cocci per converted file, runnable by hand with spatch."""
+def _check_rules_dir(directory: str) -> None:
+    """Refuse, before any work, a --emit-cocci that is not a new or empty directory."""
     out = Path(directory)
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"--emit-cocci {directory}: the directory is not empty; name a new or empty one")
-    out.mkdir(parents=True, exist_ok=True)
-    for path, rule in sorted(rules.items()):
-        name = path.replace("/", "__") + ".cocci"
-        (out / name).write_text(f"// spatch --sp-file {name} {path.rsplit('.', 1)[0] if path[-2:].isdigit() else path}\n" + rule)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary file beside path, then rename: never half a file."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.rewriter-tmp")
+    if not directory:
+        raise InputError("--emit-cocci '': name a new or empty directory")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        if out.is_dir():
+            if any(out.iterdir()):
+                raise InputError(f"--emit-cocci {directory}: the directory is not empty; name a new or empty one")
+        elif out.exists() or out.is_symlink():
+            raise InputError(f"--emit-cocci {directory}: not a directory; name a new or empty one")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write ({exc.strerror}); choose another place with -o") from None
+        raise InputError(f"--emit-cocci {directory}: cannot use it ({exc.strerror}); name a new or empty one") from None
+
+
+def write_rules(directory: str, rules: dict[str, str]) -> None:
+    """One .cocci per converted file, runnable by hand with spatch.
+
+    The files are written to a new directory beside DIR, which is then
+    renamed to DIR: a failure (no space, no permission) leaves nothing.
+    """
+    _check_rules_dir(directory)
+    out = Path(directory).absolute()
+    made = []  # parent directories created here, removed again on failure
+    stage = None
+    try:
+        for parent in reversed(out.parents):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".rewriter-tmp", dir=out.parent))
+        os.chmod(stage, 0o777 & ~_umask())
+        for path, rule in sorted(rules.items()):
+            name = path.replace("/", "__") + ".cocci"
+            (stage / name).write_text(f"// spatch --sp-file {name} {path.rsplit('.', 1)[0] if path[-2:].isdigit() else path}\n" + rule)
+        os.replace(stage, out)  # an empty DIR is replaced
+    except BaseException as exc:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(made):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise InputError(f"--emit-cocci {directory}: cannot write ({exc.strerror or exc}); "
+                             f"name another directory") from None
+        raise
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """Refuse, before any work, an output name that cannot be a file."""
+    if not path:
+        raise InputError(f"{option} '': give the name of the file to write")
+    if Path(path).is_dir():
+        raise InputError(f"{option} {path}: is a directory; give the name of the file to write")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: str, data: bytes, option: str = "-o") -> None:
+    """Write to a new file beside path, then rename it to path: never half a
+    file, and nothing left behind when the write fails or is interrupted.
+
+    A path that exists and is not a regular file (/dev/stdout, a FIFO,
+    /dev/full) is written directly: renaming over it would replace it.  A
+    symbolic link is followed, so the file it points to is replaced.
+    """
+    _check_output_file(path, option)
+    target = Path(path)
+    tmp = None
+    try:
+        if target.exists() and not target.is_file():
+            with open(target, "wb") as f:
+                f.write(data)
+            return
+        target = target.resolve()
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask()
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".rewriter-tmp", dir=target.parent)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc}); choose another place with {option}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def write_stdout(text: str) -> None:
+    """Print a command's output; a failed write (a full disk) is one line, exit 3."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _drop_stdout()
+        raise InputError(f"cannot write the output ({exc.strerror or exc}); "
+                         f"redirect it to a place with room, or use -o where there is one") from None
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so that what is still buffered
+    cannot fail again when Python exits."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -160,17 +274,18 @@ def cmd_scan(args: argparse.Namespace) -> int:
     result = scan(tree, runner)
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        write_stdout(json.dumps(result.to_json(), indent=2) + "\n")
     else:
-        print_table(result)
+        table = io.StringIO()
+        print_table(result, table)
+        write_stdout(table.getvalue())
     for err in result.errors:
         print(f"rewriter: {err.file}: {err.message}", file=sys.stderr)
     return EXIT_INCOMPLETE if result.errors else EXIT_OK
 
 
-def print_table(result: Scan) -> None:
-    out = sys.stdout
+def print_table(result: Scan, out=None) -> None:
+    out = out or sys.stdout
     for s in result.sites:
         v = s.verdict
         policy = f" {v.recheck}" if v.recheck else ""
@@ -186,13 +301,24 @@ def print_table(result: Scan) -> None:
               f"{len(result.errors)} errors\n")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
+    # outputs are removed on the way out.
+    old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except RewriterError as exc:
-        print(f"rewriter: {exc}", file=sys.stderr)
+        print(f"rewriter: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rewriter: interrupted; nothing was changed", file=sys.stderr)
@@ -200,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         return EXIT_OK
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("REWRITER_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        detail = _one_line(f"{type(exc).__name__}: {exc}")[:500]
+        print(f"rewriter: internal error: {detail}; this is a bug in rewriter: please report it with the "
+              f"command line (REWRITER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
 
 
 # --------------------------------------------------------------------------

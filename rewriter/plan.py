@@ -90,8 +90,15 @@ def load(path: str, scan: Scan) -> Plan:
         raise InputError(f"{where}: not a valid TOML plan ({exc}); fix it or write a new one with 'rewriter plan'") from None
     header_lines = [i + 1 for i, line in enumerate(source.splitlines()) if line.strip() == "[[call]]"]
     calls = data.get("call", [])
+    if data.get("version", 1) != 1:
+        raise InputError(f"{path}: plan version {data.get('version')!r} is not one this rewriter reads (1); "
+                         f"write a new plan with 'rewriter plan'")
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise InputError(f"{path}: 'call' must be a list of [[call]] tables, one per call; "
+                         f"write a new plan with 'rewriter plan'")
     if data.get("function", scan.function) != scan.function:
-        raise InputError(f"{path}: the plan is for {data.get('function')}(), not {scan.function}()")
+        raise InputError(f"{path}: the plan is for {data.get('function')}(), not {scan.function}(); "
+                         f"write a plan for it with 'rewriter plan'")
     entries: list[Entry] = []
     sites = {s.key: s for s in scan.sites}
     for n, c in enumerate(calls):
@@ -103,7 +110,10 @@ def load(path: str, scan: Scan) -> Plan:
         for k in ("file", "function", "index", "verdict"):
             if k not in c:
                 raise InputError(f"{where}: this call has no {k!r}; every [[call]] needs file, function, index and verdict")
-        if not isinstance(c["index"], int) or c["index"] < 0:
+        for k in sorted(KEYS - {"index"}):
+            if k in c and not isinstance(c[k], str):
+                raise InputError(f"{where}: {k} must be a string in double quotes, not {c[k]!r}")
+        if not isinstance(c["index"], int) or isinstance(c["index"], bool) or c["index"] < 0:
             raise InputError(f"{where}: index must be a whole number from 0, not {c['index']!r}")
         verdict = c["verdict"]
         if verdict not in VERDICTS:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cocci, text
 from rewriter.clex import expr_tokens, keep_functions, render, tokens
-from rewriter.errors import RewriterError
+from rewriter.errors import InputError, RewriterError
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import FileResult, Runner
@@ -96,6 +96,7 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     only (call keys), just those calls are converted."""
     from rewriter import helpers
 
+    check_editable(tree, edited_files(scan, only))
     converted = convert(tree, runner, scan, plan, names, only)
     changes = {path: (tree.read(path), new) for path, new in converted.items()}
     if only is not None:
@@ -109,6 +110,44 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     for path, new in removed.items():
         changes[path] = (tree.read(path), new)
     return changes
+
+
+def edited_files(scan: Scan, only: set[str] | None = None) -> set[str]:
+    """The files a conversion edits: those with a call to convert and, for
+    the whole conversion, the files that get the new helpers."""
+    from rewriter import helpers
+
+    files = {s.file for s in scan.sites if only is None or s.key in only}
+    return files | set(helpers.FILES) if only is None else files
+
+
+def check_editable(tree: Tree, paths: set[str]) -> None:
+    """Refuse files whose bytes an edit could change unasked.
+
+    spatch writes the lines it adds with LF ends and reads the file as
+    text, so a file with CR LF line ends, or with bytes that are not UTF-8,
+    would come back with mixed line ends or changed bytes.  Such a file is
+    refused, with the line of its first such byte, before anything runs.
+    """
+    for path in sorted(paths):
+        try:
+            data = tree.read(path)
+        except KeyError:
+            continue  # not in the tree: the step that needs it says so
+        cr = data.find(b"\r")
+        if cr >= 0:
+            line = data.count(b"\n", 0, cr) + 1
+            raise InputError(f"{path}:{line}: this line ends in CR LF (or holds a carriage return); rewriter "
+                             f"edits only files with LF line ends, so that no line end changes: convert "
+                             f"the file to LF line ends and commit it first")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - data.rfind(b"\n", 0, exc.start)
+            raise InputError(f"{path}:{line}: byte 0x{data[exc.start]:02x} at column {column} is not UTF-8; "
+                             f"rewriter edits only UTF-8 files, so that no byte changes: convert the file "
+                             f"to UTF-8 and commit it first") from None
 
 
 def emit_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> dict[str, str]:

@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,6 +23,34 @@ from typing import Callable, Iterable
 from rewriter.errors import ToolError
 
 MIN_SPATCH = (1, 1, 1)
+
+# The spatch processes running now, so that an interrupt can stop them
+# instead of waiting for every queued file.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+@contextmanager
+def _pool(jobs: int):
+    """A thread pool that, when the work is interrupted or fails, drops the
+    files not started and kills the running spatch processes before the
+    exception goes on, instead of waiting for every queued file."""
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        yield pool
+    except BaseException:
+        _stopping.set()
+        try:
+            pool.shutdown(wait=False, cancel_futures=True)
+            with _running_lock:
+                for proc in _running:
+                    proc.kill()
+            pool.shutdown(wait=True)
+        finally:
+            _stopping.clear()
+        raise
+    pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -41,7 +71,11 @@ class Runner:
         exe = shutil.which(self.spatch)
         if exe is None:
             raise ToolError("spatch not found; install Coccinelle (Debian: apt-get install coccinelle) or run 'make deps'")
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False,
+                                 timeout=60, errors="replace").stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ToolError(f"cannot run {exe} --version ({exc}); install Coccinelle 1.1.1 or newer") from None
         words = out.split()
         try:
             version = words[words.index("version") + 1]
@@ -79,7 +113,7 @@ class Runner:
     def map(self, fn, items: list, step: str) -> dict:
         """fn(item) for each item, in the pool, with progress: {item: result}."""
         out = {}
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+        with _pool(self.jobs) as pool:
             for item, value in zip(items, pool.map(fn, items)):
                 out[item] = value
                 if self.progress:
@@ -117,7 +151,7 @@ class Runner:
                 dest.write_bytes(data)
             names = sorted(files)
             out: list[tuple[str, object]] = []
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            with _pool(self.jobs) as pool:
                 for rel, value in zip(names, pool.map(lambda rel: work(sp, src, rel), names)):
                     out.append((rel, value))
                     if self.progress:
@@ -127,17 +161,27 @@ class Runner:
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
         cmd = [self.spatch, "--very-quiet", "--no-includes", "--no-show-diff",
                *options, "--sp-file", str(sp), str(src / rel)]
+        with _running_lock:
+            if _stopping.is_set():
+                return FileResult(rel, error="interrupted")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    cwd=src, errors="replace")
+            _running.add(proc)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout,
-                                  cwd=src, check=False, errors="replace")
+            stdout, stderr = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
             return FileResult(rel, error=f"spatch timed out after {self.timeout:.0f}s")
+        finally:
+            with _running_lock:
+                _running.discard(proc)
         records = []
         prefix = marker + " "
-        for line in proc.stdout.splitlines():
+        for line in stdout.splitlines():
             if line.startswith(prefix):
                 records.append(json.loads(line[len(prefix):]))
         if proc.returncode != 0:
-            last = next((l for l in reversed(proc.stderr.splitlines()) if l.strip()), "no message")
+            last = next((l for l in reversed(stderr.splitlines()) if l.strip()), "no message")
             return FileResult(rel, tuple(records), error=f"spatch failed: {last}")
         return FileResult(rel, tuple(records))

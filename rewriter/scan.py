@@ -7,6 +7,7 @@ paths.cocci -> verdicts -> Scan.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from rewriter import cocci, verdicts
@@ -127,6 +128,16 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
 
     paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors)
 
+    # Calls in the body of a #define cannot be converted like the others:
+    # they are errors, named by file and line, and neither sites nor mentions.
+    in_macros = {path: _macro_lines(text, function) for path, text in texts.items()}
+    for path, found in sorted(in_macros.items()):
+        for line, (macro, start) in sorted(found.items()):
+            errors.append(FileError(path, f"line {line}: {function}() is named in the body of the macro "
+                                          f"{macro} (#define at line {start}); rewriter does not convert "
+                                          f"calls inside macro definitions: convert it by hand, or make "
+                                          f"the macro a function"))
+
     sites_out: list[Site] = []
     for path, (facts, summaries, contexts, events) in prepared.items():
         if path not in paths_by_file:  # its control flow could not be analysed: reported above
@@ -134,6 +145,8 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         lines = texts[path].splitlines()
         per_fn: dict[str, int] = {}
         for ctx, evs in sorted(zip(contexts, events), key=lambda ce: ce[0].site.pos):
+            if ctx.site.pos[0] in in_macros[path]:
+                continue
             v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines)
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
@@ -141,6 +154,7 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
                                   _call_text(function, ctx.site.args), idx, v, ctx))
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
+    mentions = [m for m in mentions if m.line not in in_macros.get(m.file, {})]
     for path, line in missed:
         # A file whose control flow could not be analysed is reported once, above.
         if path in all_facts and not (path in prepared and path not in paths_by_file):
@@ -233,6 +247,23 @@ def _mentions(hits: list[tuple[str, int, str]], function: str, texts: dict[str, 
                 kind = "other"
             mentions.append(Mention(path, n, kind))
     return mentions, missed
+
+
+def _macro_lines(text: str, function: str) -> dict[int, tuple[str, int]]:
+    """Lines where function is named in the body of a #define (not as the
+    name the #define defines): line -> (macro name, line of its #define)."""
+    lines = text.split("\n")
+    out: dict[int, tuple[str, int]] = {}
+    for t in tokens(text):
+        if t.kind != "ident" or t.text != function or not t.preproc:
+            continue
+        start = t.line
+        while start > 1 and lines[start - 2].rstrip().endswith("\\"):
+            start -= 1
+        m = re.match(r"\s*#\s*define\s+(\w+)", lines[start - 1])
+        if m and m.group(1) != function:
+            out[t.line] = (m.group(1), start)
+    return out
 
 
 def _classify_c_lines(text: str, function: str) -> dict[int, str]:

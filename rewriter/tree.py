@@ -73,5 +73,8 @@ def open_tree(path: str | os.PathLike[str], rev: str = "HEAD") -> Tree:
     try:
         commit = repo.commit(rev)
     except (git.BadName, ValueError, git.GitCommandError):
+        if rev == "HEAD" and not repo.head.is_valid():
+            raise InputError(f"{path}: the repository has no commits yet; commit the kernel source "
+                             f"first, or pass --rev with a commit") from None
         raise InputError(f"{rev}: unknown revision in {path}; pass --rev with a commit, branch or tag that exists") from None
     return Tree(path=str(path), rev=commit.hexsha, repo=repo)

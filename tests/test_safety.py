@@ -1,0 +1,205 @@
+"""Nothing lost: the commands change nothing in the repository they read,
+whatever state it is in, leave no temporary files, give the same bytes on
+every run, and leave nothing behind when they are interrupted.
+
+The commands come from harness.COMMANDS, so a new command is covered by
+listing it there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import git_env
+from harness import COMMANDS, assert_unchanged, run, snapshot, tool_env, workable_plan
+
+
+# --------------------------------------------------------------------------
+# the repository states
+# --------------------------------------------------------------------------
+
+def _clean(tools, base: Path) -> Path:
+    return tools.make_git_repo(tools.FIXTURE_TREE, base / "linux")
+
+
+def _dirty(tools, base: Path) -> Path:
+    """Edited, staged, untracked and ignored files, a stash entry, an
+    executable file and a symbolic link, none of them committed."""
+    repo = _clean(tools, base)
+    basic = repo / "mm" / "fixture_basic.c"
+    basic.write_text(basic.read_text() + "\n/* stashed */\n")
+    tools.git(repo, "stash", "-q")
+    locks = repo / "mm" / "fixture_locks.c"
+    locks.write_text(locks.read_text() + "\n/* staged */\n")
+    tools.git(repo, "add", "mm/fixture_locks.c")
+    fault = repo / "mm" / "fixture_fault.c"
+    fault.write_text(fault.read_text().replace("pte_offset_map_nolock", "pte_offset_map_edited", 1))
+    (repo / "untracked.txt").write_text("keep me\n")
+    (repo / ".gitignore").write_text("*.o\n")
+    (repo / "mm" / "ignored.o").write_bytes(b"\x7fELF")
+    script = repo / "scripts" / "run.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    (repo / "link-to-mm").symlink_to("mm")
+    return repo
+
+
+def _rebase(tools, base: Path) -> Path:
+    """A git rebase stopped at a conflict: HEAD detached, the index with
+    conflict stages, the work tree with conflict markers."""
+    repo = _clean(tools, base)
+    path = repo / "mm" / "fixture_basic.c"
+    original = path.read_text()
+    first_line = original.splitlines()[0]  # the SPDX comment
+    tools.git(repo, "checkout", "-q", "-b", "topic")
+    path.write_text(original.replace(first_line, "/* the topic's version */", 1))
+    tools.commit_all(repo, "topic: reword the comment")
+    tools.git(repo, "checkout", "-q", "main")
+    path.write_text(original.replace(first_line, "/* main's version */", 1))
+    tools.commit_all(repo, "main: reword the comment")
+    tools.git(repo, "checkout", "-q", "topic")
+    proc = subprocess.run(["git", "rebase", "main"], cwd=repo, env=git_env(), capture_output=True, text=True)
+    assert proc.returncode != 0, "the rebase was meant to stop at a conflict"
+    assert (repo / ".git" / "rebase-merge").is_dir() or (repo / ".git" / "rebase-apply").is_dir()
+    assert "<<<<<<<" in path.read_text()
+    return repo
+
+
+def _bare(tools, base: Path) -> Path:
+    source = _clean(tools, base / "source")
+    bare = base / "linux.git"
+    tools.git(base, "clone", "-q", "--bare", str(source), str(bare))
+    shutil.rmtree(source.parent)
+    return bare
+
+
+def _detached(tools, base: Path) -> Path:
+    repo = _clean(tools, base)
+    (repo / "NEWS").write_text("a later commit\n")
+    tools.commit_all(repo, "a later commit")
+    tools.git(repo, "checkout", "-q", "--detach", "HEAD~1")
+    return repo
+
+
+STATES = {"clean": _clean, "dirty": _dirty, "rebase": _rebase, "bare": _bare, "detached": _detached}
+
+# The first run of each command on the clean repository, for the
+# determinism test to compare a second run with.
+_first_runs: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def plan_file(tools, tmp_path_factory) -> Path:
+    """A plan that converts the whole fixture tree (every state has the
+    fixture tree at HEAD, so the plan fits them all)."""
+    scratch = tmp_path_factory.mktemp("plan")
+    repo = _clean(tools, scratch / "repo")
+    return workable_plan(repo, scratch)
+
+
+@pytest.fixture(scope="module", params=list(STATES))
+def state(request, tools, tmp_path_factory):
+    name = request.param
+    repo = STATES[name](tools, tmp_path_factory.mktemp(name))
+    return name, repo
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=str)
+def test_nothing_changes(state, command, plan_file, tmp_path):
+    name, repo = state
+    before = snapshot(repo)
+    result = run(command.args(repo, plan_file if command.takes_plan else None), tmp_path)
+    assert result.code == 0, result.describe()
+    assert result.out.strip(), result.describe()
+    assert result.tmp_left == [], result.describe()
+    assert result.cwd_left == [], result.describe()
+    assert_unchanged(before, snapshot(repo))
+    if name == "clean":
+        _first_runs[command.name] = (repo, result)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=str)
+def test_two_runs_give_the_same_bytes(command, tools, plan_file, tmp_path):
+    if command.name in _first_runs:
+        repo, first = _first_runs[command.name]
+    else:
+        repo = _clean(tools, tmp_path / "repo")
+        first = run(command.args(repo, plan_file if command.takes_plan else None), tmp_path / "1")
+    second = run(command.args(repo, plan_file if command.takes_plan else None), tmp_path / "2")
+    assert first.code == second.code == 0, second.describe()
+    assert first.out == second.out
+    assert first.err == second.err
+
+
+def test_plan_file_is_written_whole_and_nothing_else(tools, fixture_repo, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "plan.toml"
+    result = run(["plan", "--tree", fixture_repo, "-o", target], tmp_path)
+    assert result.code == 0, result.describe()
+    assert sorted(os.listdir(out_dir)) == ["plan.toml"]
+    assert target.read_text().startswith("# rewriter plan")
+    assert result.tmp_left == [] and result.cwd_left == []
+    # Written again over an existing plan, its mode is kept.
+    target.chmod(0o640)
+    result = run(["plan", "--tree", fixture_repo, "-o", target], tmp_path)
+    assert result.code == 0, result.describe()
+    assert sorted(os.listdir(out_dir)) == ["plan.toml"]
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+# --------------------------------------------------------------------------
+# interrupts
+# --------------------------------------------------------------------------
+
+def _interrupt(args: list, scratch: Path, sig: int, group: bool) -> tuple[int, str, float]:
+    """Start the tool, wait until it is working (its scratch directory is
+    in TMPDIR), send sig, and return (exit code, stderr, seconds to exit)."""
+    tmp = scratch / "tmp"
+    tmp.mkdir(parents=True)
+    proc = subprocess.Popen([sys.executable, "-m", "rewriter", *[str(a) for a in args]],
+                            cwd=scratch, env=tool_env({"TMPDIR": str(tmp)}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.listdir(tmp):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the tool never started spatch"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into the spatch runs
+        sent = time.monotonic()
+        if group:  # as Ctrl-C in a terminal: spatch gets it too
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=120)
+        return proc.returncode, err.decode(), time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("sig, group", [(signal.SIGINT, True), (signal.SIGINT, False), (signal.SIGTERM, False)],
+                         ids=["ctrl-c", "sigint", "sigterm"])
+def test_interrupt_leaves_nothing_behind(fixture_repo, tmp_path, sig, group):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    before = snapshot(fixture_repo)
+    code, err, seconds = _interrupt(["plan", "--tree", fixture_repo, "-o", out_dir / "plan.toml", "-j", "1"],
+                                    tmp_path, sig, group)
+    assert code == 130, err
+    assert err.strip().splitlines() == ["rewriter: interrupted; nothing was changed"], err
+    assert os.listdir(tmp_path / "tmp") == []
+    assert os.listdir(out_dir) == []
+    assert seconds < 30, f"took {seconds:.1f}s to stop"
+    assert_unchanged(before, snapshot(fixture_repo))
