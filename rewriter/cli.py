@@ -14,7 +14,7 @@ import sys
 import tempfile
 import traceback
 
-from rewriter import __version__, diffs, rewrite
+from rewriter import __version__, cache, diffs, rewrite
 from rewriter import plan as plan_mod
 from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
                              RewriterError)
@@ -86,6 +86,9 @@ def _runner(args: argparse.Namespace) -> Runner:
         if args.jobs < 1:
             raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
         runner.jobs = args.jobs
+    directory = cache.default_dir()
+    if directory is not None:
+        runner.cache = cache.SpatchCache(directory, runner.check_spatch())
     return runner
 
 

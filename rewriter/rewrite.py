@@ -70,7 +70,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     """
     by_file, sources, rules = _file_rules(tree, runner, scan, plan, names, only)
     # Files in parallel, each file's rounds in order; progress is per file.
-    rounds_runner = Runner(jobs=1, timeout=runner.timeout, spatch=runner.spatch)
+    rounds_runner = runner.quiet()
 
     def one_file(path: str) -> bytes:
         data = sources[path]

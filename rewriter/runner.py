@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rewriter.cache import SpatchCache
 from rewriter.errors import ToolError
 
 MIN_SPATCH = (1, 1, 1)
@@ -66,6 +67,29 @@ class Runner:
     timeout: float = 120.0
     spatch: str = "spatch"
     progress: Callable[[str, int, int], None] | None = None
+    cache: SpatchCache | None = None  # results of earlier runs, by content
+
+    def quiet(self) -> Runner:
+        """The same runner for one file at a time, without progress lines
+        (for work that a caller already spreads over the pool)."""
+        return Runner(jobs=1, timeout=self.timeout, spatch=self.spatch, cache=self.cache)
+
+    def _cached(self, kind: str, rule: str, options: list[str], rel: str, data: bytes, compute):
+        """compute(), or what it gave before for the same rule, options and file."""
+        if self.cache is None:
+            return compute()
+        key = self.cache.key(rule, options, rel, data, kind)
+        hit = self.cache.get(key)
+        if hit is not None and kind == "transform" and "body" in hit:
+            return hit["body"]
+        if hit is not None and kind != "transform" and "records" in hit:
+            return FileResult(rel, tuple(hit["records"]))
+        value = compute()
+        if kind == "transform" and isinstance(value, bytes):
+            self.cache.put(key, {}, value)
+        elif kind != "transform" and not value.error:
+            self.cache.put(key, {"records": list(value.records)})
+        return value
 
     def check_spatch(self) -> str:
         exe = shutil.which(self.spatch)
@@ -92,7 +116,9 @@ class Runner:
         """Apply cocci_text to each file on its own; collect marker lines."""
         options = list(options)
         return [res for _rel, res in self._each(
-            cocci_text, files, step, lambda sp, src, rel: self._one(sp, src, rel, marker, options))]
+            cocci_text, files, step,
+            lambda sp, src, rel: self._cached(marker, cocci_text, options, rel, files[rel],
+                                              lambda: self._one(sp, src, rel, marker, options)))]
 
     def run_many(self, work: dict[str, tuple[str, bytes]], marker: str, step: str = "spatch") -> dict[str, FileResult]:
         """Like run(), with a rule of its own for each file: {path: (rule, data)}."""
@@ -108,7 +134,9 @@ class Runner:
                 dest.write_bytes(data)
                 rules[path] = root / f"rule{i}.cocci"
                 rules[path].write_text(rule)
-            return self.map(lambda path: self._one(rules[path], src, path, marker, []), paths, step)
+            return self.map(lambda path: self._cached(marker, work[path][0], [], path, work[path][1],
+                                                      lambda: self._one(rules[path], src, path, marker, [])),
+                            paths, step)
 
     def map(self, fn, items: list, step: str) -> dict:
         """fn(item) for each item, in the pool, with progress: {item: result}."""
@@ -135,7 +163,9 @@ class Runner:
             res = self._one(sp, src, rel, "@@REWRITER-TRANSFORM@@", options)
             return res if res.error else (src / rel).read_bytes()
 
-        return dict(self._each(cocci_text, files, step, one))
+        return dict(self._each(cocci_text, files, step,
+                               lambda sp, src, rel: self._cached("transform", cocci_text, options, rel, files[rel],
+                                                                 lambda: one(sp, src, rel))))
 
     def _each(self, cocci_text: str, files: dict[str, bytes], step: str, work) -> list[tuple[str, object]]:
         """Write the rule and the files to a private scratch directory and run

@@ -191,7 +191,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
         for q in queries:
             work[(path, q)] = (cocci.render("paths.cocci.j2", query=q, **values), narrowed)
-    quiet = Runner(jobs=1, timeout=runner.timeout, spatch=runner.spatch)
+    quiet = runner.quiet()
     answers = runner.map(lambda key: quiet.run(work[key][0], {key[0]: work[key][1]}, PATH)[0],
                          sorted(work), "paths")
     found: dict[str, dict[str, set]] = {}

@@ -447,11 +447,24 @@ def kernel_tree_or_skip() -> Path:
 
 
 def pytest_configure(config):
+    # One spatch result cache for the session: the fixture tree is scanned by
+    # many tests, and a warm scan gives the same answer (tests/test_cache.py).
+    if "REWRITER_CACHE" not in os.environ:
+        import tempfile
+        config._rewriter_cache = tempfile.mkdtemp(prefix="rewriter-test-cache-")
+        os.environ["REWRITER_CACHE"] = config._rewriter_cache
     config.addinivalue_line(
         "markers",
         f"kernel: needs the real Linux tree named by {KERNEL_TREE_ENV} "
         "(skipped when it is missing, failed when CI=true)",
     )
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_rewriter_cache", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("REWRITER_CACHE", None)
 
 
 def pytest_runtest_setup(item):

@@ -1,0 +1,74 @@
+"""A cache of spatch results, so that a second run over the same tree is cheap.
+
+A result is keyed by everything that decides it: the spatch version, its
+options, the rendered semantic patch (so the templates' contents and the
+names chosen), the file's path and its bytes (its blob).  Entries are
+written whole or not at all (a temporary file renamed into place), so an
+interrupted run leaves nothing half-written; a damaged entry is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def default_dir() -> Path | None:
+    """REWRITER_CACHE, else $XDG_CACHE_HOME/rewriter/spatch; "off" disables it."""
+    value = os.environ.get("REWRITER_CACHE")
+    if value:
+        return None if value == "off" else Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rewriter" / "spatch"
+
+
+class SpatchCache:
+    def __init__(self, directory: Path, version: str):
+        self.directory = directory
+        self.version = version
+
+    def key(self, rule: str, options: list[str], path: str, data: bytes, kind: str) -> str:
+        h = hashlib.sha256()
+        for part in (self.version, kind, "\0".join(options), rule, path):
+            h.update(part.encode("utf-8", errors="surrogateescape"))
+            h.update(b"\0\1")
+        h.update(data)
+        return h.hexdigest()
+
+    def _file(self, key: str) -> Path:
+        return self.directory / key[:2] / key[2:]
+
+    def get(self, key: str) -> dict | None:
+        try:
+            raw = self._file(key).read_bytes()
+        except OSError:
+            return None
+        try:
+            head, _, body = raw.partition(b"\n")
+            entry = json.loads(head)
+        except ValueError:
+            return None
+        if entry.get("has_body"):
+            entry["body"] = body
+        return entry
+
+    def put(self, key: str, entry: dict, body: bytes | None = None) -> None:
+        """Store entry (JSON) and, for a transformation, the new file."""
+        target = self._file(key)
+        head = dict(entry, has_body=body is not None)
+        data = json.dumps(head).encode() + b"\n" + (body or b"")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written only costs time

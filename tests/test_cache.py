@@ -1,0 +1,51 @@
+"""The spatch result cache: a warm run gives the same answer without spatch."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+def _fake_spatch(directory):
+    """A spatch that knows its version and fails at everything else."""
+    directory.mkdir()
+    fake = directory / "spatch"
+    fake.write_text("#!/bin/sh\n"
+                    "if [ \"$1\" = --version ]; then echo 'spatch version 1.1.1 compiled with OCaml'; exit 0; fi\n"
+                    "echo 'fake spatch: should not run' >&2; exit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return directory
+
+
+def test_warm_scan_needs_no_spatch_run(tools, fixture_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("REWRITER_CACHE", str(tmp_path / "cache"))
+    code, cold, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert entries and not any(p.name.startswith(".tmp-") for p in entries)
+    fake = _fake_spatch(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    code, warm, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    assert warm == cold
+
+
+def test_damaged_entries_are_recomputed(tools, fixture_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("REWRITER_CACHE", str(tmp_path / "cache"))
+    code, cold, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    for p in (tmp_path / "cache").rglob("*"):
+        if p.is_file():
+            p.write_bytes(b"not json\n")
+    code, again, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    assert again == cold
+
+
+def test_cache_off_writes_nothing(tools, fixture_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, _out, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home" / ".cache").exists()
