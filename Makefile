@@ -102,7 +102,7 @@ verify: venv kernel
 	    echo "make verify: no patch series in $(SERIES)/; write it with" \
 	         "'$(VENV)/bin/rewriter series --tree $(KERNEL_TREE) -o $(SERIES)'" >&2; exit 1; }
 	@mkdir -p build
-	REWRITER_CACHE='$(KERNEL_CACHE)' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
+	REWRITER_BUILD_CACHE='$(KERNEL_CACHE)/build' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
 	    --build --mail --mbox build/verify.mbox
 
 clean:

@@ -72,7 +72,9 @@ MAKE_ERR_RE = re.compile(r"^make(?:\[\d+\])?: \*\*\* \[[^\]]*?: (?P<target>\S+)\
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("REWRITER_CACHE", Path.home() / ".cache" / "rewriter")) / "build"
+    """REWRITER_BUILD_CACHE, else ~/.cache/rewriter/build."""
+    value = os.environ.get("REWRITER_BUILD_CACHE")
+    return Path(value) if value else Path.home() / ".cache" / "rewriter" / "build"
 
 
 def watched_pattern(function: str) -> re.Pattern:
