@@ -25,6 +25,7 @@ defconfig is tried.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -397,8 +398,9 @@ class Source:
 
     def _export(self, cache: Path) -> None:
         cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob(f".{self.dir.name}.tmp-*"):  # left by an interrupted export
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = cache / f".{self.dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         archive = subprocess.Popen(["git", "archive", "--format=tar", self.base], cwd=self.repo,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -670,8 +672,20 @@ def build_series(series, say=None, jobs: int | None = None, cache: Path | None =
     say = say or (lambda text: None)
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise ToolError("the build needs make and gcc (Debian: apt-get install build-essential flex bison bc "
-                        "libelf-dev libssl-dev, or 'make deps')")
+                        "libelf-dev libssl-dev, or 'make deps WITH_BUILD_DEPS=1')")
     cache = cache or default_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time: they share the exported source.
+    with open(cache / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another rewriter check --build to finish with {cache}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_series(series, say, jobs, cache, function)
+
+
+def _build_series(series, say, jobs: int | None, cache: Path, function: str) -> BuildReport:
     jobs = jobs or os.cpu_count() or 1
     pattern = watched_pattern(function)
     report = BuildReport()
