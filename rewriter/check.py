@@ -28,8 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from email.utils import getaddresses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rewriter.errors import InputError, RewriterError, ToolError
@@ -678,5 +677,3 @@ def check(tree: str, series_dir: str | None, branch: str | None, base: str | Non
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-
-__all__ = ["check", "render_text", "Report", "Series", "asdict"]
