@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour the diff")
     p.set_defaults(func=cmd_diff)
 
+    _add_series_parser(sub)
     _add_check_parser(sub)
     return parser
 
@@ -338,6 +339,61 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         signal.signal(signal.SIGTERM, old_term)
+
+
+# --------------------------------------------------------------------------
+# rewriter series
+# --------------------------------------------------------------------------
+
+def _add_series_parser(sub) -> None:
+    p = sub.add_parser("series", help="commit the conversion as a series on a new branch and write "
+                                      "the RFC patch series for git send-email")
+    _add_tree_args(p)
+    _add_rewrite_args(p)
+    p.add_argument("--branch", metavar="NAME",
+                   help="the branch to create (default: rewriter/pte-map-A-B-vN from --names and -v)")
+    p.add_argument("-v", "--reroll-count", dest="reroll_count", type=int, default=1, metavar="N",
+                   help="the version of the series (default: 1); from 2, 'Changes in vN' are written "
+                        "from the recorded version N-1")
+    p.add_argument("--subject-prefix", default="RFC PATCH", metavar="PREFIX",
+                   help="the prefix in the brackets of the subjects (default: 'RFC PATCH')")
+    p.add_argument("-o", "--output-directory", dest="output_directory", default="outgoing", metavar="DIR",
+                   help="where the patch files go (default: outgoing); it must be new or empty")
+    p.add_argument("--to", action="append", default=[], metavar="ADDR",
+                   help="one more To: address for every patch (may be repeated)")
+    p.add_argument("--cc", action="append", default=[], metavar="ADDR",
+                   help="one more Cc: address for every patch (may be repeated)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing branch, version record and output directory")
+    p.add_argument("--author", metavar="'NAME <EMAIL>'",
+                   help="author and Signed-off-by (default: the repository's git identity)")
+    p.set_defaults(func=cmd_series)
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from rewriter import series
+
+    opts = series.Options(out_dir=args.output_directory, version=args.reroll_count, branch=args.branch,
+                          subject_prefix=args.subject_prefix, to=tuple(args.to), cc=tuple(args.cc),
+                          force=args.force, author=args.author)
+    # The refusals (existing branch, output directory, addresses, no
+    # previous version) come before the scan.
+    ready = series.prepare(open_tree(args.tree, args.rev), Names.parse(args.names), opts)
+    tree, runner, names, result, chosen = _scan_and_plan(args)
+    rewrite.check_editable(tree, rewrite.edited_files(result))
+    if args.plan:
+        try:
+            plan_text = Path(args.plan).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{args.plan}: cannot read the plan again ({exc})") from None
+    else:
+        plan_text = plan_mod.dump(chosen, result)
+    say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
+    res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
+    write_stdout(f"{len(res.files) - 1} patches and a cover letter in {res.out_dir}/; "
+                 f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"
+                 + "".join(f"  {name}\n" for name in res.files))
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------

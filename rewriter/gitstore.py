@@ -1,0 +1,198 @@
+"""Git plumbing for the series: commits made in the object store only.
+
+Every command runs with --git-dir and a private GIT_INDEX_FILE in a
+temporary directory, from that directory: nothing reads or writes the
+repository's work tree, its index or HEAD.  Refs are written in one
+`git update-ref --stdin` transaction, and only by update_refs().
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewriter.errors import InputError, RewriterError
+
+ZERO = "0" * 40
+_IDENT = re.compile(r"^(?P<name>[^<>\n\r]*?) <(?P<email>[^<>\s]+)>$")
+
+
+@dataclass(frozen=True)
+class Ident:
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2] or "localhost"
+
+
+def parse_ident(text: str, what: str = "--author") -> Ident:
+    """'Name <email>' -> Ident; anything else (line breaks included) refused."""
+    if "\n" in text or "\r" in text or "\0" in text:
+        raise InputError(f"{what}: {text!r} contains a line break; give one 'Name <email>'")
+    m = _IDENT.match(text.strip())
+    if not m or not m.group("name").strip() or "@" not in m.group("email"):
+        raise InputError(f"{what}: {text!r} is not of the form 'Name <email>'")
+    return Ident(m.group("name").strip(), m.group("email"))
+
+
+@dataclass(frozen=True)
+class When:
+    """A git date: seconds since the epoch and a +hhmm offset."""
+
+    epoch: int
+    tz: str
+
+    def plus(self, seconds: int) -> When:
+        return When(self.epoch + seconds, self.tz)
+
+    def __str__(self) -> str:
+        return f"@{self.epoch} {self.tz}"
+
+
+class Git:
+    """git commands on one repository's object store and refs."""
+
+    def __init__(self, git_dir: str | os.PathLike[str]):
+        self.git_dir = str(git_dir)
+
+    def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GIT_", "EMAIL"))}
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env["LC_ALL"] = "C"
+        if clean_config:
+            # Output that must not depend on the user's or the system's
+            # settings (format.*, diff.*): the options say what we want.
+            env["GIT_CONFIG_NOSYSTEM"] = "1"
+            env["GIT_CONFIG_GLOBAL"] = os.devnull
+        env.update(extra or {})
+        return env
+
+    def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            cwd: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["git", f"--git-dir={self.git_dir}", *args], input=input,
+                              capture_output=True, env=env or self.env(), cwd=cwd or tempfile.gettempdir(),
+                              check=False)
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise RewriterError(f"git {args[0]} failed: {err[-1] if err else 'no message'}")
+        return proc
+
+    def out(self, *args: str, **kw) -> str:
+        return self.run(*args, **kw).stdout.decode("utf-8", "surrogateescape").strip()
+
+    # ------------------------------------------------------------ reading
+
+    def resolve(self, ref: str) -> str | None:
+        proc = self.run("rev-parse", "--verify", "--quiet", ref + "^{object}", check=False)
+        if proc.returncode != 0:
+            return None
+        return proc.stdout.decode().strip() or None
+
+    def read_blob(self, rev: str, path: str) -> bytes | None:
+        proc = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def mode(self, rev: str, path: str) -> str:
+        line = self.out("ls-tree", rev, "--", path)
+        return line.split()[0] if line else "100644"
+
+    def directories(self, rev: str) -> list[str]:
+        return self.out("ls-tree", "-r", "-d", "--name-only", rev).splitlines()
+
+    def committer_date(self, rev: str) -> When:
+        epoch, _day, _time, tz = self.out("log", "-1", "--format=%ct %ci", rev).split()
+        return When(int(epoch), tz)
+
+    def subjects(self, rev: str, paths: list[str], limit: int = 50) -> list[str]:
+        """Subjects of the last commits up to rev that touched paths."""
+        return self.out("log", f"-n{limit}", "--format=%s", "--no-merges", rev, "--", *paths).splitlines()
+
+    def user_ident(self) -> Ident:
+        proc = self.run("var", "GIT_AUTHOR_IDENT", check=False,
+                        env={k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_INDEX_FILE")})
+        text = proc.stdout.decode("utf-8", "replace").strip()
+        m = re.match(r"^(.*) (\d+) ([+-]\d{4})$", text)
+        if proc.returncode != 0 or not m:
+            raise InputError("no git identity for Signed-off-by: set user.name and user.email, "
+                             "or pass --author 'Name <email>'")
+        return parse_ident(m.group(1), "git var GIT_AUTHOR_IDENT")
+
+    def branch_checked_out(self, branch: str) -> bool:
+        proc = self.run("symbolic-ref", "--quiet", "HEAD", check=False)
+        return proc.stdout.decode().strip() == f"refs/heads/{branch}"
+
+    def check_branch_name(self, branch: str) -> None:
+        proc = self.run("check-ref-format", f"refs/heads/{branch}", check=False)
+        if proc.returncode != 0 or "\n" in branch:
+            raise InputError(f"--branch {branch!r}: not a valid branch name")
+
+    # ------------------------------------------------------------ writing objects
+
+    def blob(self, data: bytes) -> str:
+        return self.out("hash-object", "-w", "--stdin", input=data)
+
+    def commit(self, tree: str, parents: list[str], message: str, author: Ident, when: When) -> str:
+        env = self.env({
+            "GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email, "GIT_AUTHOR_DATE": str(when),
+            "GIT_COMMITTER_NAME": author.name, "GIT_COMMITTER_EMAIL": author.email,
+            "GIT_COMMITTER_DATE": str(when),
+        }, clean_config=True)
+        args = ["commit-tree", "--no-gpg-sign", tree]
+        for p in parents:
+            args += ["-p", p]
+        return self.out(*args, "-F", "-", input=message.encode("utf-8"), env=env)
+
+    def tree_of_files(self, files: dict[str, bytes]) -> str:
+        """A tree holding just these files (flat names), e.g. a record."""
+        lines = []
+        for name in sorted(files):
+            lines.append(f"100644 blob {self.blob(files[name])}\t{name}")
+        return self.out("mktree", input=("\n".join(lines) + "\n").encode())
+
+    # ------------------------------------------------------------ refs
+
+    def update_refs(self, updates: list[tuple[str, str, str | None]]) -> None:
+        """(ref, new, old) all at once or not at all; old None: must not exist."""
+        lines = "".join(f"update {ref} {new} {old or ZERO}\n" for ref, new, old in updates)
+        proc = self.run("update-ref", "--stdin", input=lines.encode(), check=False)
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise InputError(f"could not create the refs ({err[-1] if err else 'git update-ref failed'}); "
+                             f"nothing was written")
+
+
+class Index:
+    """A private index in a temporary directory, started from a commit."""
+
+    def __init__(self, git: Git, base: str):
+        self.git = git
+        self._tmp = tempfile.TemporaryDirectory(prefix="rewriter-index-")
+        self.path = str(Path(self._tmp.name) / "index")
+        self._env = git.env({"GIT_INDEX_FILE": self.path})
+        git.run("read-tree", base, env=self._env, cwd=self._tmp.name)
+
+    def set(self, path: str, mode: str, blob: str) -> None:
+        self.git.run("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}",
+                     env=self._env, cwd=self._tmp.name)
+
+    def write_tree(self) -> str:
+        return self.git.out("write-tree", env=self._env, cwd=self._tmp.name)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

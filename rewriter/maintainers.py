@@ -1,0 +1,172 @@
+"""Who each patch goes to: maintainers in To:, reviewers and lists in Cc:.
+
+With the tree's scripts/get_maintainer.pl (and perl), that script decides.
+It is run from a private directory holding MAINTAINERS, .mailmap and the
+script as they are at the base commit, plus the tree's directories (empty;
+the script looks at them to tell a directory pattern from a file), with
+HOME pointing there too so that no personal .get_maintainer.conf applies.
+The repository's work tree is never read.
+
+Without the script, MAINTAINERS is read here: a section applies to a
+file that one of its F: patterns matches (and no X: pattern), with the
+rules of get_maintainer.pl; its M: entries go to To:, R: and L: to Cc:.
+The maintainer of the catch-all section THE REST is left out, as
+get_maintainer.pl does; its list stays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewriter.errors import RewriterError
+from rewriter.gitstore import Git
+from rewriter.mail import address_key, check_address, merge, split_addresses
+
+SCRIPT = "scripts/get_maintainer.pl"
+MAINTAINERS = "MAINTAINERS"
+OPTIONS = ("--no-tree", "--no-git", "--no-git-fallback", "--no-rolestats", "--no-fixes",
+           "--no-interactive")
+TO_OPTIONS = ("--m", "--no-r", "--no-l", "--no-s")
+CC_OPTIONS = ("--no-m", "--r", "--l", "--no-s")
+
+Recipients = tuple[list[str], list[str]]  # (To, Cc)
+
+
+def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
+    """(To, Cc) for each patch file, in order."""
+    maintainers = git.read_blob(base, MAINTAINERS)
+    if maintainers is None:
+        return [([], []) for _p in patches]
+    script = git.read_blob(base, SCRIPT)
+    perl = shutil.which("perl")
+    if script is not None and perl:
+        with tempfile.TemporaryDirectory(prefix="rewriter-maintainers-") as tmp:
+            root = Path(tmp)
+            (root / "scripts").mkdir()
+            (root / SCRIPT).write_bytes(script)
+            (root / MAINTAINERS).write_bytes(maintainers)
+            mailmap = git.read_blob(base, ".mailmap")
+            if mailmap is not None:
+                (root / ".mailmap").write_bytes(mailmap)
+            for d in git.directories(base):
+                (root / d).mkdir(parents=True, exist_ok=True)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                return list(pool.map(lambda p: _run_script(perl, root, p), patches))
+    sections = parse(maintainers.decode("utf-8", "replace"))
+    dirs = set(git.directories(base))
+    return [_from_sections(sections, dirs, _patch_files(p.read_text("utf-8", "replace"))) for p in patches]
+
+
+def _run_script(perl: str, root: Path, patch: Path) -> Recipients:
+    env = {"HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+
+    def run(options: tuple[str, ...]) -> list[str]:
+        proc = subprocess.run([perl, str(root / SCRIPT), *OPTIONS, *options, str(patch)], cwd=root, env=env,
+                              capture_output=True, text=True, check=False, errors="replace")
+        if proc.returncode != 0:
+            last = next((l for l in reversed(proc.stderr.splitlines()) if l.strip()), "no message")
+            raise RewriterError(f"{SCRIPT} failed on {patch.name}: {last}")
+        return [check_address(line, SCRIPT) for line in proc.stdout.splitlines() if line.strip()]
+
+    return run(TO_OPTIONS), run(CC_OPTIONS)
+
+
+# --------------------------------------------------------------------------
+# reading MAINTAINERS
+# --------------------------------------------------------------------------
+
+@dataclass
+class Section:
+    title: str
+    entries: dict[str, list[str]] = field(default_factory=dict)
+
+
+def parse(text: str) -> list[Section]:
+    sections: list[Section] = []
+    current: Section | None = None
+    for line in text.splitlines():
+        m = re.match(r"^([A-Z]):\s*(.*?)\s*$", line)
+        if m and current is not None:
+            current.entries.setdefault(m.group(1), []).append(m.group(2))
+        elif not line.strip():
+            current = None
+        elif not m and not line[:1].isspace():
+            current = Section(line.strip())
+            sections.append(current)
+    return [s for s in sections if s.entries]
+
+
+def _pattern(value: str, dirs: set[str]) -> str:
+    """A F:/X: value as get_maintainer.pl turns it into a regular expression."""
+    if value.rstrip("/") in dirs and not value.endswith("/"):
+        value += "/"
+    return value.replace(".", r"\.").replace("*", ".*").replace("?", ".")
+
+
+def _matches(file: str, value: str, dirs: set[str]) -> bool:
+    pattern = _pattern(value, dirs)
+    try:
+        if not re.match(pattern, file):
+            return False
+    except re.error:
+        return False
+    return pattern.endswith("/") or file.count("/") == pattern.count("/")
+
+
+def _applies(section: Section, file: str, dirs: set[str]) -> bool:
+    if any(_matches(file, x, dirs) for x in section.entries.get("X", [])):
+        return False
+    if any(_matches(file, f, dirs) for f in section.entries.get("F", [])):
+        return True
+    for n in section.entries.get("N", []):
+        try:
+            if re.search(n, file):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _patch_files(text: str) -> list[str]:
+    files = []
+    for m in re.finditer(r"^diff --git a/(\S+) b/(\S+)$", text, flags=re.M):
+        files.extend([m.group(1), m.group(2)])
+    return list(dict.fromkeys(files))
+
+
+def _from_sections(sections: list[Section], dirs: set[str], files: list[str]) -> Recipients:
+    to: list[str] = []
+    cc: list[str] = []
+    for s in sections:
+        if not any(_applies(s, f, dirs) for f in files):
+            continue
+        if s.title != "THE REST":
+            to = merge(to, _addresses(s.entries.get("M", [])))
+        cc = merge(cc, _addresses(s.entries.get("R", [])),
+                   _addresses(_list_address(a) for a in s.entries.get("L", [])))
+    keys = {address_key(a) for a in to}
+    return to, [a for a in cc if address_key(a) not in keys]
+
+
+def _addresses(values) -> list[str]:
+    """The addresses of M:, R: or L: entries: one or more per entry,
+    separated by commas; an entry with no address in it is skipped."""
+    out = []
+    for value in values:
+        for part in split_addresses(value):
+            part = part.strip()
+            if "@" in part:
+                out.append(check_address(part, MAINTAINERS))
+    return out
+
+
+def _list_address(value: str) -> str:
+    """"linux-mm@kvack.org (moderated for non-subscribers)" -> the address."""
+    return value.split()[0] if value else value
