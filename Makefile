@@ -1,6 +1,7 @@
 # Set-up and entry points for rewriter.  See README.md.
 #
-#   make demo     run "rewriter scan" on the Linux 6.12 tree
+#   make demo     run "rewriter scan" on the Linux 6.12 tree and write the
+#                 RFC patch series to outgoing/ ("rewriter series")
 #   make test     run the test suite (includes end-to-end tests on the tree)
 #   make verify   check the patch series like a maintainer's CI (kernel builds)
 #
@@ -31,7 +32,7 @@ help:
 	@echo '  venv    create $(VENV) and pip install -e ".[test]" (redone when pyproject.toml changes)'
 	@echo '  kernel  prepare the Linux 6.12 git tree at $(KERNEL_TREE)'
 	@echo '  test    run pytest with REWRITER_KERNEL_TREE set (extra arguments: PYTEST_ARGS=...)'
-	@echo '  demo    run "rewriter scan" on the kernel tree'
+	@echo '  demo    run "rewriter scan" on the kernel tree and write the patch series to $(SERIES)'
 	@echo '  verify  rewriter check --build --mail on the series in $(SERIES) (checkpatch, builds, send-email)'
 	@echo '  clean   remove $(VENV) and its stamp (the kernel cache is kept)'
 	@echo 'Variables: KERNEL_CACHE=$(KERNEL_CACHE) KERNEL_TREE=$(KERNEL_TREE) PYTHON=$(PYTHON)'
@@ -88,8 +89,17 @@ test: deps venv kernel
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; fi; \
 	exit $$rc
 
+# The series' branch and version record go into KERNEL_TREE; --force
+# replaces those of the last demo, and SERIES.  Without a git identity in
+# the tree the series is signed by a placeholder demo author.
+DEMO_AUTHOR := rewriter demo <rewriter-demo@example.invalid>
 demo: deps venv kernel
 	$(VENV)/bin/rewriter scan --tree '$(KERNEL_TREE)'
+	@if git -C '$(KERNEL_TREE)' var GIT_AUTHOR_IDENT >/dev/null 2>&1; then \
+	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' -o '$(SERIES)' --force; \
+	else \
+	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' -o '$(SERIES)' --force --author '$(DEMO_AUTHOR)'; \
+	fi
 
 # The whole check of the real series, as a maintainer's CI would run it:
 # checkpatch, every commit built (x86_64, arm, powerpc; the build cache is
