@@ -166,8 +166,11 @@ def _interrupt(args: list, scratch: Path, sig: int, group: bool) -> tuple[int, s
     in TMPDIR), send sig, and return (exit code, stderr, seconds to exit)."""
     tmp = scratch / "tmp"
     tmp.mkdir(parents=True)
+    # Without the spatch cache, so that the tool is still running spatch
+    # when the signal comes.
     proc = subprocess.Popen([sys.executable, "-m", "rewriter", *[str(a) for a in args]],
-                            cwd=scratch, env=tool_env({"TMPDIR": str(tmp)}), stdout=subprocess.PIPE,
+                            cwd=scratch, env=tool_env({"TMPDIR": str(tmp), "REWRITER_CACHE": "off"}),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
