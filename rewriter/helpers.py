@@ -32,11 +32,9 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from pathlib import Path
-
-import jinja2
 
 from rewriter import cocci
+from rewriter import text as templates
 from rewriter.errors import InputError, RewriterError
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import Tree
@@ -55,16 +53,6 @@ BASE_TYPEDEFS = ("pmd_t", "pte_t", "spinlock_t")
 MAX_COLUMNS = 100  # no added line may be longer than this
 COMMENT_WIDTH = (72, 80)  # prose is wrapped to its comment's width, within these bounds
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=False,
-    autoescape=False,
-)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPEDEF_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*_t\b")
@@ -362,7 +350,7 @@ def _read(tree: Tree, path: str) -> bytes:
 
 
 def _render(template: str, **values: object) -> str:
-    return _env.get_template(template).render(**values).strip("\n")
+    return templates.render(template, **values).strip("\n")
 
 
 def _text(data: bytes) -> str:

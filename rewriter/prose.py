@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 
-import jinja2
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+from rewriter import text as templates
 WIDTH = 75
 
 
@@ -71,22 +68,15 @@ def join_and(items: list[str], last: str = "and") -> str:
     return ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_env.filters["sentence"] = sentence
-_env.filters["clause"] = clause
-_env.filters["join_and"] = join_and
+# The prose filters join the one environment of templates/ (rewriter.text).
+templates.env.filters["sentence"] = sentence
+templates.env.filters["clause"] = clause
+templates.env.filters["join_and"] = join_and
 
 
 def render(template: str, **values: object) -> str:
     """The template's text, as it is (no reflow)."""
-    return _env.get_template(template).render(**values)
+    return templates.render(template, **values)
 
 
 def message(template: str, **values: object) -> tuple[str, str]:
