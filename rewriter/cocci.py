@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import jinja2
@@ -22,7 +21,3 @@ _env = jinja2.Environment(
 def render(template: str, **values: object) -> str:
     return _env.get_template(template).render(**values)
 
-
-def template_digest(template: str) -> str:
-    """Identifies a template's contents, for cache keys."""
-    return hashlib.sha256((COCCI_DIR / template).read_bytes()).hexdigest()

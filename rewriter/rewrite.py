@@ -51,6 +51,15 @@ class Shape:
     declarations: list[Stmt] = field(default_factory=list)
     failures: dict[Pos, Stmt] = field(default_factory=dict)  # site -> body
 
+    def tokens(self, source: str, extra_lines: int = 0) -> list:
+        """The tokens of source on the lines of this function's body."""
+        spans = self.statements + self.declarations
+        if not spans:
+            return []
+        first = min(s.start[0] for s in spans)
+        last = max(s.end[0] for s in spans) + extra_lines
+        return [t for t in tokens(source) if first <= t.line <= last]
+
 
 @dataclass(frozen=True)
 class FileEdits:
@@ -294,12 +303,7 @@ def _form(site: Site) -> str:
 
 
 def _identifiers(source: str, shape: Shape) -> set[str]:
-    spans = shape.statements + shape.declarations
-    if not spans:
-        return set()
-    first = min(s.start[0] for s in spans)
-    last = max(s.end[0] for s in spans)
-    return {t.text for t in tokens(source) if t.kind == "ident" and first <= t.line <= last}
+    return {t.text for t in shape.tokens(source) if t.kind == "ident"}
 
 
 def _fresh(base: str, used: set[str]) -> str:
@@ -457,7 +461,8 @@ def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos,
             if after_label:
                 return []
     out: list[str] = []
-    lock_text = _slice(lines, _call_stmt(shape, lock, lines)) if _call_stmt(shape, lock, lines) else ""
+    lock_stmt = _call_stmt(shape, lock, lines)
+    lock_text = _slice(lines, lock_stmt) if lock_stmt else ""
     if unlocks:
         u = unlocks[0]
         stmt = _insertion_point(shape, u, lines)
@@ -486,12 +491,8 @@ def _call_stmt(shape: Shape, pos: Pos, lines: list[str]) -> Stmt | None:
 
 
 def _label_line(source: str, label: str, shape: Shape) -> int | None:
-    spans = shape.statements
-    if not spans:
-        return None
-    first = min(s.start[0] for s in spans)
-    last = max(s.end[0] for s in spans)
-    toks = [t for t in tokens(source) if first <= t.line <= last + 1]
+    # A label on the body's last line ends no statement: take one line more.
+    toks = shape.tokens(source, extra_lines=1)
     for i, t in enumerate(toks[:-1]):
         if t.kind == "ident" and t.text == label and toks[i + 1].text == ":" and (i == 0 or toks[i - 1].text in (";", "}", "{", ":")):
             return t.line

@@ -29,20 +29,6 @@ class Tree:
         blob = self.repo.commit(self.rev).tree / relpath
         return blob.data_stream.read()
 
-    def blob_id(self, relpath: str) -> str:
-        return (self.repo.commit(self.rev).tree / relpath).hexsha
-
-    def grep_files(self, word: str) -> list[str]:
-        """Files at this commit that contain word as a whole word."""
-        try:
-            out = self.repo.git.grep("-l", "-w", "-F", "-e", word, self.rev, "--")
-        except git.GitCommandError as exc:
-            if exc.status == 1:  # no match
-                return []
-            raise
-        prefix = self.rev + ":"
-        return sorted(line[len(prefix):] for line in out.splitlines() if line.startswith(prefix))
-
     def grep_lines(self, word: str) -> list[tuple[str, int, str]]:
         """(file, line, text) of every line at this commit with word in it."""
         try:
