@@ -8,7 +8,8 @@ whether a line that mentions a name is code, a comment or a macro body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 _TOKEN = re.compile(
     r"""
@@ -24,8 +25,9 @@ _TOKEN = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
+    # A named tuple rather than a dataclass: a kernel file has tens of
+    # thousands of tokens, and a tuple is made several times faster.
     kind: str  # comment, string, ident, number, punct
     text: str
     line: int  # 1-based line where the token starts
@@ -33,36 +35,38 @@ class Token:
     offset: int = 0  # where the token starts in the source string
 
 
-def tokens(source: str) -> list[Token]:
+@lru_cache(maxsize=128)
+def tokens(source: str) -> tuple[Token, ...]:
+    """The tokens of source.  Remembered: the scan and the rewrite read the
+    same files and expressions many times over."""
     out: list[Token] = []
+    append = out.append
     line = 1
-    pos = 0
     at_line_start = True
     in_directive = False
-    while pos < len(source):
-        m = _TOKEN.match(source, pos)
-        if m is None:  # a stray byte: keep going, it is only read
-            pos += 1
-            continue
+    # finditer passes over a stray byte that no token matches: it is only read.
+    for m in _TOKEN.finditer(source):
         kind = m.lastgroup
-        text = m.group()
         if kind == "newline":
             line += 1
             at_line_start = True
             in_directive = False
         elif kind == "space":
-            line += text.count("\n")
+            text = m.group()
+            if "\n" in text:
+                line += text.count("\n")
         else:
+            text = m.group()
             if at_line_start and text == "#":
                 in_directive = True
             at_line_start = False
-            out.append(Token(kind, text, line, in_directive, m.start()))
-            if kind == "comment":
+            append(Token(kind, text, line, in_directive, m.start()))
+            if kind == "comment" and "\n" in text:
                 line += text.count("\n")
-        pos = m.end()
-    return out
+    return tuple(out)
 
 
+@lru_cache(maxsize=4096)
 def expr_tokens(text: str) -> tuple[str, ...]:
     """The code tokens of an expression, as a tuple usable as a key."""
     return tuple(t.text for t in tokens(text) if t.kind != "comment")
@@ -176,6 +180,34 @@ def keep_functions(source: str, keep: set[str]) -> str:
     """
     toks = tokens(source)
     out = list(source)
+    for name, open_brace, close in _definitions(toks):
+        if name not in keep:
+            _blank(source, out, toks[open_brace], toks[close])
+    return "".join(out)
+
+
+def functions_reaching(source: str, name: str) -> set[str]:
+    """The functions defined in source whose bodies name `name`, and every
+    function defined in source that those name, and so on: all that an
+    analysis of those bodies can follow a call (or a pointer) into."""
+    toks = tokens(source)
+    named: dict[str, set[str]] = {}
+    for fn, open_brace, close in _definitions(toks):
+        idents = {t.text for t in toks[open_brace:close] if t.kind == "ident"}
+        named.setdefault(fn, set()).update(idents)
+    todo = [fn for fn, idents in named.items() if name in idents]
+    seen = set(todo)
+    while todo:
+        for callee in named[todo.pop()] & named.keys():
+            if callee not in seen:
+                seen.add(callee)
+                todo.append(callee)
+    return seen
+
+
+def _definitions(toks: tuple[Token, ...]) -> list[tuple[str | None, int, int]]:
+    """(name, index of "{", index of "}") of each function definition."""
+    out = []
     depth = 0
     i = 0
     n = len(toks)
@@ -183,29 +215,42 @@ def keep_functions(source: str, keep: set[str]) -> str:
         t = toks[i]
         if t.kind == "punct" and not t.preproc and t.text == "{":
             if depth == 0 and i > 0 and toks[i - 1].text == ")":
-                name = _definition_name(toks, i - 1)
                 close = _closing_brace(toks, i)
-                if name not in keep and close is not None:
-                    _blank(source, out, toks[i], toks[close])
+                if close is not None:
+                    out.append((_definition_name(toks, i - 1), i, close))
                     i = close + 1
                     continue
             depth += 1
         elif t.kind == "punct" and not t.preproc and t.text == "}":
             depth -= 1
         i += 1
-    return "".join(out)
+    return out
 
 
-def _definition_name(toks: list[Token], close_paren: int) -> str | None:
-    depth = 0
-    for j in range(close_paren, -1, -1):
-        if toks[j].text == ")":
-            depth += 1
-        elif toks[j].text == "(":
-            depth -= 1
-            if depth == 0:
-                return toks[j - 1].text if j > 0 and toks[j - 1].kind == "ident" else None
-    return None
+def _definition_name(toks, close_paren: int) -> str | None:
+    """The name of the function whose parameter list (or last annotation)
+    closes at close_paren.  Annotations with arguments may come between the
+    parameters and the body ("__acquires(ptl1) __acquires(ptl2) {"): each
+    "ident ( ... )" right after another ")" is one, so the name is the one
+    before the first group of the run."""
+    j = close_paren
+    while True:
+        depth = 0
+        k = j
+        while k >= 0:
+            if toks[k].text == ")":
+                depth += 1
+            elif toks[k].text == "(":
+                depth -= 1
+                if depth == 0:
+                    break
+            k -= 1
+        if k < 1 or toks[k - 1].kind != "ident":
+            return None
+        if k >= 2 and toks[k - 2].text == ")":
+            j = k - 2  # toks[k - 1] was an annotation: go on to the group before it
+            continue
+        return toks[k - 1].text
 
 
 def _closing_brace(toks: list[Token], open_brace: int) -> int | None:

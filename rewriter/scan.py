@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cocci, verdicts
 from rewriter.errors import InputError
-from rewriter.clex import keep_functions, render, tokens
+from rewriter.clex import functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.runner import Runner
 from rewriter.tree import Tree
@@ -85,7 +85,7 @@ class Scan:
 
 def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
     runner.check_spatch()
-    hits = tree.grep_lines(function)
+    hits = grep(tree, runner, (function,))[function]
     if not hits:
         raise InputError(f"{function} does not occur in {tree.path} at {tree.rev[:12]}; "
                          f"nothing to convert (check --tree and --rev)")
@@ -93,7 +93,12 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
     sources = {f: tree.read(f) for f in files if f.endswith(C_SUFFIXES)}
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
-    results = runner.run(facts_rule, sources, FACT, step="facts")
+    # Only the functions with a call, and the same-file functions they can
+    # reach, matter to the verdicts: spatch need not walk the rest (lines
+    # and columns stay where they are).
+    narrowed = {f: keep_functions(text, functions_reaching(text, function)).encode("utf-8", "surrogateescape")
+                for f, text in ((f, data.decode("utf-8", "surrogateescape")) for f, data in sources.items())}
+    results = runner.run(facts_rule, narrowed, FACT, step="facts")
     errors: list[FileError] = []
     all_facts: dict[str, FileFacts] = {}
     for res in results:
@@ -165,6 +170,17 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
                 tuple(sorted(errors, key=lambda e: e.file)))
 
 
+def grep(tree: Tree, runner: Runner, words) -> dict:
+    """tree.grep_words(words), shown as a step of its own on a terminal: on
+    a kernel tree it takes seconds unless the cache has the answer."""
+    if runner.progress:
+        runner.progress("grep", 0, 1, "passes over the tree")
+    found = tree.grep_words(words)
+    if runner.progress:
+        runner.progress("grep", 1, 1, "passes over the tree")
+    return found
+
+
 def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str,
                errors: list[FileError]) -> dict[str, Paths]:
     work: dict[tuple[str, tuple[str, str]], tuple[str, bytes]] = {}
@@ -193,7 +209,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
             work[(path, q)] = (cocci.render("paths.cocci.j2", query=q, **values), narrowed)
     quiet = runner.quiet()
     answers = runner.map(lambda key: quiet.run(work[key][0], {key[0]: work[key][1]}, PATH)[0],
-                         sorted(work), "paths")
+                         sorted(work), "paths", unit="questions")
     found: dict[str, dict[str, set]] = {}
     failed: set[str] = set()
     for (path, _q), res in sorted(answers.items()):

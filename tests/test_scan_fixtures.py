@@ -466,3 +466,61 @@ def test_unknown_revision_is_refused(fixture_repo, run_rewriter):
     code, out, err = run_rewriter("scan", "--tree", fixture_repo, "--rev", "no-such-rev")
     assert code == 3 and out == ""
     assert len(err.strip().splitlines()) == 1 and "unknown revision" in err
+
+
+# A helper that takes the lock itself, annotated for sparse between its
+# parameters and its body, as the kernel writes lock helpers.
+SELF_LOCKED_HELPER = """// SPDX-License-Identifier: GPL-2.0
+
+static void fixture_pt_lock(spinlock_t *ptl)
+\t__acquires(ptl)
+{
+\tspin_lock(ptl);
+}
+
+static int fixture_move_one(struct mm_struct *mm, unsigned long addr,
+\t\t\t    pte_t *ptep, pte_t orig, spinlock_t *ptl)
+\t__must_hold(mm)
+{
+\tfixture_pt_lock(ptl);
+\tif (!pte_same(ptep_get(ptep), orig)) {
+\t\tspin_unlock(ptl);
+\t\treturn -EAGAIN;
+\t}
+\tset_pte_at(mm, addr, ptep, pte_mkold(orig));
+\tspin_unlock(ptl);
+\treturn 0;
+}
+
+static int fixture_move_via_self_locked(struct mm_struct *mm, pmd_t *pmd,
+\t\t\t\t\tunsigned long addr)
+{
+\tspinlock_t *ptl;
+\tpte_t *pte;
+\tpte_t orig;
+\tint err;
+
+\tpte = pte_offset_map_nolock(mm, pmd, addr, &ptl);
+\tif (!pte)
+\t\treturn -EAGAIN;
+\torig = ptep_get_lockless(pte);
+\terr = fixture_move_one(mm, addr, pte, orig, ptl);
+\tpte_unmap(pte);
+\treturn err;
+}
+"""
+
+
+def test_helper_that_takes_the_lock_behind_annotations(scratch_repo, tools):
+    """The write is in a helper that locks through another helper, both
+    defined with annotations (__acquires(), __must_hold()) between the
+    parameters and the body; its pte_same() check guards the write."""
+    (scratch_repo / "mm" / "fixture_self_locked.c").write_text(SELF_LOCKED_HELPER)
+    tools.commit_all(scratch_repo, "a caller whose helper takes the lock itself")
+    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    assert code == 0, err
+    import json
+    site = next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
+    assert (site["verdict"], site["recheck"]) == ("rw", "dummy"), site["reasons"]
+    assert any("fixture_move_one() takes the lock itself" in r for r in site["reasons"]), site["reasons"]
+    assert any("pte_same() check" in r for r in site["reasons"]), site["reasons"]

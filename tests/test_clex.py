@@ -1,0 +1,58 @@
+"""The small C lexer's view of function definitions."""
+
+from __future__ import annotations
+
+from rewriter import clex
+
+SOURCE = """\
+void lock_both(spinlock_t *a,
+\t       spinlock_t *b)
+\t__acquires(a)
+\t__acquires(b)
+{
+\tspin_lock(a);
+\tspin_lock(b);
+}
+
+static int __init caller(int x) __attribute__((unused))
+{
+\tlock_both(NULL, NULL);
+\treturn pte_offset_map_nolock(0, 0, 0, 0) != NULL;
+}
+
+static int unrelated(void)
+{
+\treturn caller(1);
+}
+
+#define NOT_A_FUNCTION(x) { (x); }
+"""
+
+
+def test_definitions_are_named_past_their_annotations():
+    names = [name for name, _open, _close in clex._definitions(clex.tokens(SOURCE))]
+    assert names == ["lock_both", "caller", "unrelated"]
+
+
+def test_functions_reaching_follows_calls_from_the_callers_only():
+    # unrelated() calls caller(), not the other way round: it is left out.
+    assert clex.functions_reaching(SOURCE, "pte_offset_map_nolock") == {"caller", "lock_both"}
+
+
+def test_keep_functions_blanks_the_others_in_place():
+    kept = clex.keep_functions(SOURCE, {"caller"})
+    assert len(kept) == len(SOURCE) and kept.count("\n") == SOURCE.count("\n")
+    assert "spin_lock(a)" not in kept and "return caller(1)" not in kept
+    assert "lock_both(NULL, NULL);" in kept
+    # Lines and columns of what is kept do not move.
+    for line_kept, line in zip(kept.splitlines(), SOURCE.splitlines()):
+        if line_kept.strip():
+            assert line_kept == line
+
+
+def test_tokens_count_lines_and_directives():
+    toks = clex.tokens(SOURCE)
+    ret = next(t for t in toks if t.text == "pte_offset_map_nolock")
+    assert ret.line == 13 and not ret.preproc
+    define = [t for t in toks if t.preproc]
+    assert define[0].text == "#" and define[-1].text == "}" and all(t.line == 21 for t in define)
