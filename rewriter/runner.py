@@ -66,13 +66,35 @@ class Runner:
     jobs: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 8)))
     timeout: float = 120.0
     spatch: str = "spatch"
-    progress: Callable[[str, int, int], None] | None = None
+    progress: Callable[[str, int, int, str], None] | None = None  # (step, done, total, unit)
     cache: SpatchCache | None = None  # results of earlier runs, by content
+    # "--python PATH" for every run, or nothing: see python_options().
+    python: tuple[str, ...] | None = None
 
     def quiet(self) -> Runner:
         """The same runner for one file at a time, without progress lines
         (for work that a caller already spreads over the pool)."""
-        return Runner(jobs=1, timeout=self.timeout, spatch=self.spatch, cache=self.cache)
+        return Runner(jobs=1, timeout=self.timeout, spatch=self.spatch, cache=self.cache,
+                      python=self.python_options())
+
+    def python_options(self) -> tuple[str, ...]:
+        """The Python interpreter spatch is to use for the rules' scripts.
+
+        Left to itself, spatch looks for python3 on PATH and runs it, ldd
+        and ldconfig at every start; with a wrapper there (pyenv's shims)
+        that costs more than a small file's whole analysis.  The python3
+        beside spatch is the one its package was built with, so it is named
+        outright.  REWRITER_SPATCH_PYTHON overrides the choice ("path" lets
+        spatch search PATH as it would on its own).
+        """
+        if self.python is None:
+            chosen = os.environ.get("REWRITER_SPATCH_PYTHON")
+            if chosen is None:
+                exe = shutil.which(self.spatch)
+                beside = Path(exe).resolve().parent / "python3" if exe else None
+                chosen = str(beside) if beside is not None and os.access(beside, os.X_OK) else "path"
+            self.python = () if chosen == "path" else ("--python", chosen)
+        return self.python
 
     def _cached(self, kind: str, rule: str, options: list[str], rel: str, data: bytes, compute):
         """compute(), or what it gave before for the same rule, options and file."""
@@ -138,14 +160,14 @@ class Runner:
                                                       lambda: self._one(rules[path], src, path, marker, [])),
                             paths, step)
 
-    def map(self, fn, items: list, step: str) -> dict:
+    def map(self, fn, items: list, step: str, unit: str = "files") -> dict:
         """fn(item) for each item, in the pool, with progress: {item: result}."""
         out = {}
         with _pool(self.jobs) as pool:
             for item, value in zip(items, pool.map(fn, items)):
                 out[item] = value
                 if self.progress:
-                    self.progress(step, len(out), len(items))
+                    self.progress(step, len(out), len(items), unit)
         return out
 
     def transform(self, cocci_text: str, files: dict[str, bytes], options: Iterable[str] = (),
@@ -185,11 +207,11 @@ class Runner:
                 for rel, value in zip(names, pool.map(lambda rel: work(sp, src, rel), names)):
                     out.append((rel, value))
                     if self.progress:
-                        self.progress(step, len(out), len(names))
+                        self.progress(step, len(out), len(names), "files")
             return out
 
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
-        cmd = [self.spatch, "--very-quiet", "--no-includes", "--no-show-diff",
+        cmd = [self.spatch, *self.python_options(), "--very-quiet", "--no-includes", "--no-show-diff",
                *options, "--sp-file", str(sp), str(src / rel)]
         with _running_lock:
             if _stopping.is_set():
