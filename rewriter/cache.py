@@ -25,6 +25,21 @@ def default_dir() -> Path | None:
     return Path(base) / "rewriter" / "spatch"
 
 
+def jinja_bytecode_cache():
+    """Compiled templates, kept beside the spatch results: compiling the
+    semantic patch templates costs a warm run more than its cache lookups."""
+    import jinja2
+
+    directory = default_dir()
+    if directory is None:
+        return None
+    try:
+        (directory / "jinja").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(directory / "jinja"))
+
+
 class SpatchCache:
     def __init__(self, directory: Path, version: str):
         self.directory = directory
@@ -57,18 +72,22 @@ class SpatchCache:
 
     def put(self, key: str, entry: dict, body: bytes | None = None) -> None:
         """Store entry (JSON) and, for a transformation, the new file."""
-        target = self._file(key)
         head = dict(entry, has_body=body is not None)
-        data = json.dumps(head).encode() + b"\n" + (body or b"")
+        store(self._file(key), json.dumps(head).encode() + b"\n" + (body or b""))
+
+
+def store(target: Path, data: bytes) -> None:
+    """Write a cache entry whole or not at all; a cache that cannot be
+    written only costs time, so that is no error."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError:
-            pass  # a cache that cannot be written only costs time
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass

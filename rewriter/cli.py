@@ -20,6 +20,7 @@ from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, E
                              RewriterError)
 from rewriter.helpers import Names, check_names_free
 from rewriter.runner import Runner
+from rewriter import scan as scan_mod
 from rewriter.scan import FUNCTION, Scan, scan
 from rewriter.tree import open_tree
 
@@ -28,9 +29,9 @@ def _progress_printer():
     if not sys.stderr.isatty():
         return None
 
-    def show(step: str, done: int, total: int) -> None:
+    def show(step: str, done: int, total: int, unit: str) -> None:
         end = "\n" if done == total else ""
-        sys.stderr.write(f"\r{step}: {done}/{total} files{end}")
+        sys.stderr.write(f"\r{step}: {done}/{total} {unit}{end}")
         sys.stderr.flush()
 
     return show
@@ -97,6 +98,8 @@ def _scan_and_plan(args: argparse.Namespace):
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
     names = Names.parse(args.names)
+    # One pass of git grep over the tree for the old name and the new ones.
+    scan_mod.grep(tree, runner, (FUNCTION, names.readonly, names.maywrite))
     result = scan(tree, runner)
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import jinja2
 
+from rewriter import cache
+
 COCCI_DIR = Path(__file__).resolve().parent.parent / "cocci"
 
 _env = jinja2.Environment(
@@ -15,6 +17,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
     autoescape=False,
+    bytecode_cache=cache.jinja_bytecode_cache(),
 )
 
 

@@ -16,6 +16,8 @@ get_maintainer.pl does; its list stays.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rewriter import cache
 from rewriter.errors import RewriterError
 from rewriter.gitstore import Git
 from rewriter.mail import address_key, check_address, merge, split_addresses
@@ -57,14 +60,54 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
                 (root / ".mailmap").write_bytes(mailmap)
             for d in git.directories(base):
                 (root / d).mkdir(parents=True, exist_ok=True)
+            # The script's answer depends on nothing but these inputs and
+            # the patch, so it is kept in the cache under their digest.
+            inputs = hashlib.sha256()
+            for part in (script, maintainers, mailmap or b"", base_tree_key(git, base).encode(),
+                         "\0".join(OPTIONS + TO_OPTIONS + CC_OPTIONS).encode()):
+                inputs.update(hashlib.sha256(part).digest())
             with ThreadPoolExecutor(max_workers=4) as pool:
-                return list(pool.map(lambda p: _run_script(perl, root, p), patches))
+                return list(pool.map(lambda p: _cached_run(perl, root, p, inputs.copy()), patches))
     sections = parse(maintainers.decode("utf-8", "replace"))
     dirs = set(git.directories(base))
     return [_from_sections(sections, dirs, _patch_files(p.read_text("utf-8", "replace"))) for p in patches]
 
 
-def _run_script(perl: str, root: Path, patch: Path) -> Recipients:
+def base_tree_key(git: Git, base: str) -> str:
+    """The base's directories, which the script looks at, as a git tree id."""
+    return git.out("rev-parse", f"{base}^{{tree}}")
+
+
+def _cached_run(perl: str, root: Path, patch: Path, inputs) -> Recipients:
+    """_run_script() on the patch without its "From <commit>" and "Date:"
+    lines (new at every run; the script learns nothing from them), or what
+    it said before for the same inputs."""
+    lines = patch.read_bytes().split(b"\n")
+    kept = [l for i, l in enumerate(lines)
+            if not (i == 0 and l.startswith(b"From ")) and not l.startswith(b"Date: ")]
+    text_ = b"\n".join(kept)
+    inputs.update(text_)
+    directory = cache.default_dir()
+    entry = directory / "maintainers" / inputs.hexdigest() if directory is not None else None
+    if entry is not None:
+        try:
+            to, cc = json.loads(entry.read_text(encoding="utf-8"))
+            return [str(a) for a in to], [str(a) for a in cc]
+        except (OSError, ValueError, TypeError):
+            pass
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".patch")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text_)
+        result = _run_script(perl, root, Path(tmp), patch.name)
+    finally:
+        os.unlink(tmp)
+    if entry is not None:
+        cache.store(entry, json.dumps(result).encode())
+    return result
+
+
+def _run_script(perl: str, root: Path, patch: Path, name: str) -> Recipients:
     env = {"HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
     def run(options: tuple[str, ...]) -> list[str]:
@@ -72,7 +115,7 @@ def _run_script(perl: str, root: Path, patch: Path) -> Recipients:
                               capture_output=True, text=True, check=False, errors="replace")
         if proc.returncode != 0:
             last = next((l for l in reversed(proc.stderr.splitlines()) if l.strip()), "no message")
-            raise RewriterError(f"{SCRIPT} failed on {patch.name}: {last}")
+            raise RewriterError(f"{SCRIPT} failed on {name}: {last}")
         return [check_address(line, SCRIPT) for line in proc.stdout.splitlines() if line.strip()]
 
     return run(TO_OPTIONS), run(CC_OPTIONS)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jinja2
 
+from rewriter import cache
+
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -28,6 +30,7 @@ env = jinja2.Environment(
     lstrip_blocks=True,
     keep_trailing_newline=True,
     autoescape=False,
+    bytecode_cache=cache.jinja_bytecode_cache(),
 )
 env.filters["toml"] = _toml
 env.filters["wrap"] = _wrap

@@ -7,13 +7,29 @@ gives the same answer and nothing in it is touched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
+from rewriter import cache
 from rewriter.errors import InputError
+
+Hit = tuple[str, int, str]  # (file, line, text)
+
+# What git grep found, by (git tree id, word): a tree id names its whole
+# content, so an answer never goes stale.  Shared by every Tree of the
+# process (the series reads the tree from two threads).
+_grep_memo: dict[tuple[str, str], list[Hit]] = {}
+_grep_lock = threading.Lock()
+_blob_memo: dict[tuple[str, str, str], bytes] = {}
+GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
+               "-c", "core.deltaBaseCacheLimit=16m")
 
 
 @dataclass(frozen=True)
@@ -25,26 +41,96 @@ class Tree:
     repo: git.Repo
 
     def read(self, relpath: str) -> bytes:
-        """The blob of relpath at this commit."""
-        blob = self.repo.commit(self.rev).tree / relpath
-        return blob.data_stream.read()
+        """The blob of relpath at this commit (remembered: the stages read
+        the same few files again and again)."""
+        key = (self.repo.git_dir, self.rev, relpath)
+        data = _blob_memo.get(key)
+        if data is None:
+            blob = self.repo.commit(self.rev).tree / relpath
+            data = _blob_memo[key] = blob.data_stream.read()
+        return data
 
-    def grep_lines(self, word: str) -> list[tuple[str, int, str]]:
+    def grep_lines(self, word: str) -> list[Hit]:
         """(file, line, text) of every line at this commit with word in it."""
+        return self.grep_words((word,))[word]
+
+    def grep_words(self, words) -> dict[str, list[Hit]]:
+        """grep_lines() for several words, with one git grep for all of
+        them.  git grep decompresses every blob of the revision, which costs
+        seconds on a kernel tree, so answers are remembered for the process
+        and in the cache directory (keyed by the git tree id and the word)."""
+        tree_id = self.repo.commit(self.rev).tree.hexsha
+        out: dict[str, list[Hit]] = {}
+        with _grep_lock:
+            missing = []
+            for word in dict.fromkeys(words):
+                hits = _grep_memo.get((tree_id, word))
+                if hits is None:
+                    hits = _load_hits(tree_id, word)
+                if hits is None:
+                    missing.append(word)
+                else:
+                    _grep_memo[(tree_id, word)] = out[word] = hits
+            if missing:
+                for word, hits in self._grep(missing).items():
+                    _store_hits(tree_id, word, hits)
+                    _grep_memo[(tree_id, word)] = out[word] = hits
+        return out
+
+    def _grep(self, words: list[str]) -> dict[str, list[Hit]]:
+        args = ["-n", "-w", "-F"]
+        for word in words:
+            args += ["-e", word]
         try:
-            out = self.repo.git.grep("-n", "-w", "-F", "-e", word, self.rev, "--")
+            # git maps as much of the pack as it may (256 MiB and more on a
+            # 64-bit machine); smaller windows cost no time here and keep
+            # the peak memory of a whole-tree grep at a fraction of that.
+            out = self.repo.git.execute(["git", *GREP_CONFIG, "grep", *args, self.rev, "--"])
         except git.GitCommandError as exc:
             if exc.status == 1:
-                return []
+                return {word: [] for word in words}
             raise
-        hits = []
+        found: dict[str, list[Hit]] = {word: [] for word in words}
+        # A line matched at least one word; which, is asked as git -w does:
+        # not preceded or followed by a letter, digit or underscore.
+        patterns = {word: re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])") for word in words}
         prefix = self.rev + ":"
         for line in out.splitlines():
             if not line.startswith(prefix):
                 continue
             path, lineno, text = line[len(prefix):].split(":", 2)
-            hits.append((path, int(lineno), text))
-        return hits
+            for word, pattern in patterns.items():
+                if pattern.search(text):
+                    found[word].append((path, int(lineno), text))
+        return found
+
+
+def _hits_file(tree_id: str, word: str) -> Path | None:
+    directory = cache.default_dir()
+    if directory is None:
+        return None
+    key = hashlib.sha256(f"git-grep-w-F\0{tree_id}\0{word}".encode()).hexdigest()
+    return directory / "grep" / key
+
+
+def _load_hits(tree_id: str, word: str) -> list[Hit] | None:
+    path = _hits_file(tree_id, word)
+    if path is None:
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["tree"] != tree_id or entry["word"] != word:
+            return None
+        return [(str(f), int(n), str(t)) for f, n, t in entry["hits"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: grep again
+
+
+def _store_hits(tree_id: str, word: str, hits: list[Hit]) -> None:
+    path = _hits_file(tree_id, word)
+    if path is None:
+        return
+    cache.store(path, json.dumps({"tree": tree_id, "word": word, "hits": hits}).encode())
 
 
 def open_tree(path: str | os.PathLike[str], rev: str = "HEAD") -> Tree:
