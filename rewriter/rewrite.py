@@ -49,7 +49,7 @@ class Shape:
 
     statements: list[Stmt] = field(default_factory=list)
     declarations: list[Stmt] = field(default_factory=list)
-    failures: dict[Pos, Stmt] = field(default_factory=dict)  # site -> body
+    failures: dict[Pos, Stmt | None] = field(default_factory=dict)  # site -> body; None: not one
 
     def tokens(self, source: str, extra_lines: int = 0) -> list:
         """The tokens of source on the lines of this function's body."""
@@ -177,7 +177,11 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
         if only is None or s.key in only:
             by_file.setdefault(s.file, []).append(s)
     sources = {f: tree.read(f) for f in by_file}
-    shapes = _shapes(runner, sources, by_file, scan.function)
+    # A read-only call is only renamed: its function's shape is not needed.
+    placed = {f: sites for f, sites in by_file.items() if any(plan.entry(s).verdict != "ro" for s in sites)}
+    shapes = _shapes(runner, sources, placed, scan.function)
+    for path, sites in by_file.items():
+        shapes.setdefault(path, {s.function: Shape() for s in sites})
     rules: dict[str, list[str]] = {}
     for path, sites in by_file.items():
         source = sources[path].decode("utf-8", errors="surrogateescape")
@@ -236,7 +240,9 @@ def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[S
             elif r["kind"] == "declaration":
                 sh.declarations.append(st)
             elif r["kind"] == "failure":
-                sh.failures[tuple(r["site"])] = st
+                site = tuple(r["site"])
+                # Two checks on different paths: no one failure action.
+                sh.failures[site] = st if sh.failures.get(site, st) == st else None
         out[path] = shapes
     return out
 
@@ -432,8 +438,11 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
     else:
         body = shape.failures.get((site.line, site.column))
         if body is None:
-            raise RewriteError(f"{where}: no 'if (!{target})' check follows the call, so the action for a "
-                               f"changed pmd is unknown; set on_recheck_fail for {entry.key} in the plan")
+            found = ("the paths from the call reach different 'if (!" + target + ")' checks"
+                     if (site.line, site.column) in shape.failures
+                     else f"no 'if (!{target})' check follows the call")
+            raise RewriteError(f"{where}: {found}, so the action for a changed pmd is unknown; "
+                               f"set on_recheck_fail for {entry.key} in the plan")
         action = _statements_of(_slice(lines, body))
     out = []
     for lock in v.lock_points:

@@ -305,3 +305,45 @@ def test_recheck_without_a_failure_action_needs_the_plan(tools, scratch_repo, tm
     assert "\tif (unlikely(!pmd_same(pmdval, pmdp_get_lockless(pmd)))) {" in added
     assert "\t\tpte_unmap_unlock(pte, ptl);" in added
     assert "\t\treturn;" in added
+
+
+TWO_FAILURE_CHECKS = """\
+static int fixture_two_checks_clear(struct mm_struct *mm, pmd_t *pmd,
+\t\t\t\t    unsigned long addr, bool wait)
+{
+\tspinlock_t *ptl;
+\tpte_t *pte;
+
+\tpte = pte_offset_map_nolock(mm, pmd, addr, &ptl);
+\tif (wait) {
+\t\tif (!pte)
+\t\t\treturn -EAGAIN;
+\t} else {
+\t\tif (!pte)
+\t\t\treturn -ENOMEM;
+\t}
+\tspin_lock(ptl);
+\tpte_clear(mm, addr, pte);
+\tpte_unmap_unlock(pte, ptl);
+\treturn 0;
+}
+"""
+
+
+def test_paths_to_different_failure_checks_need_the_plan(tools, scratch_repo, tmp_path):
+    """The check of the mapping differs with the path taken: there is no one
+    failure action to copy, so the tool asks the plan for it."""
+    (scratch_repo / "mm" / "fixture_two_checks.c").write_text(TWO_FAILURE_CHECKS)
+    tools.commit_all(scratch_repo, "a caller that checks the mapping in two places")
+    plan = _plan(tools, scratch_repo, tmp_path)
+    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    key = "mm/fixture_two_checks.c:fixture_two_checks_clear:0"
+    site = "mm/fixture_two_checks.c:fixture_two_checks_clear"
+    code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan, "--site", site)
+    assert code == 3 and out == ""
+    assert key in err and "different 'if (!pte)' checks" in err and "on_recheck_fail" in err
+    plan.write_text(_set(plan.read_text(), key, "on_recheck_fail", '"return -EAGAIN;"'))
+    code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan, "--site", site)
+    assert code == 0, err
+    added = [l.value.rstrip("\n") for p in unidiff.PatchSet(out) for h in p for l in h if l.is_added]
+    assert "\t\treturn -EAGAIN;" in added
