@@ -52,13 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tree_args(p)
     p.add_argument("--format", choices=("table", "json"), default=None,
                    help="output format (default: table on a terminal, json otherwise)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+    _add_run_args(p)
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("plan", help="write the verdicts as an editable TOML plan")
     _add_tree_args(p)
     p.add_argument("-o", "--output", default="-", help="plan file to write (default: standard output)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+    _add_run_args(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("diff", help="show the whole conversion as a diff; changes nothing")
@@ -74,12 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop spatch on a file after this long and report the file (default: 120)")
+
+
 def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", metavar="FILE", help="the plan to follow (default: the scan's verdicts)")
     p.add_argument("--names", default="readonly,maywrite",
                    help="A,B names the variants pte_offset_map_A_nolock / pte_offset_map_B_nolock "
                         "(default: readonly,maywrite; ro,rw is the other agreed choice)")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
+    _add_run_args(p)
 
 
 def _runner(args: argparse.Namespace) -> Runner:
@@ -88,6 +94,10 @@ def _runner(args: argparse.Namespace) -> Runner:
         if args.jobs < 1:
             raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
         runner.jobs = args.jobs
+    if getattr(args, "timeout", None) is not None:
+        if not args.timeout > 0:
+            raise InputError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
+        runner.timeout = args.timeout
     directory = cache.default_dir()
     if directory is not None:
         runner.cache = cache.SpatchCache(directory, runner.check_spatch())
