@@ -50,24 +50,39 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
     script = git.read_blob(base, SCRIPT)
     perl = shutil.which("perl")
     if script is not None and perl:
-        with tempfile.TemporaryDirectory(prefix="rewriter-maintainers-") as tmp:
-            root = Path(tmp)
-            (root / "scripts").mkdir()
-            (root / SCRIPT).write_bytes(script)
-            (root / MAINTAINERS).write_bytes(maintainers)
-            mailmap = git.read_blob(base, ".mailmap")
-            if mailmap is not None:
-                (root / ".mailmap").write_bytes(mailmap)
-            for d in git.directories(base):
-                (root / d).mkdir(parents=True, exist_ok=True)
-            # The script's answer depends on nothing but these inputs and
-            # the patch, so it is kept in the cache under their digest.
-            inputs = hashlib.sha256()
-            for part in (script, maintainers, mailmap or b"", base_tree_key(git, base).encode(),
-                         "\0".join(OPTIONS + TO_OPTIONS + CC_OPTIONS).encode()):
-                inputs.update(hashlib.sha256(part).digest())
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                return list(pool.map(lambda p: _cached_run(perl, root, p, inputs.copy()), patches))
+        mailmap = git.read_blob(base, ".mailmap")
+        # The script's answer depends on nothing but these inputs and the
+        # patch, so it is kept in the cache under their digest.
+        inputs = hashlib.sha256()
+        for part in (script, maintainers, mailmap or b"", base_tree_key(git, base).encode(),
+                     "\0".join(OPTIONS + TO_OPTIONS + CC_OPTIONS).encode()):
+            inputs.update(hashlib.sha256(part).digest())
+        texts = [_stable_text(p) for p in patches]
+        entries = [_entry(inputs, t) for t in texts]
+        results: list[Recipients | None] = [_load(e) for e in entries]
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            with tempfile.TemporaryDirectory(prefix="rewriter-maintainers-") as tmp:
+                root = Path(tmp)
+                (root / "scripts").mkdir()
+                (root / SCRIPT).write_bytes(script)
+                (root / MAINTAINERS).write_bytes(maintainers)
+                if mailmap is not None:
+                    (root / ".mailmap").write_bytes(mailmap)
+                for d in git.directories(base):
+                    (root / d).mkdir(parents=True, exist_ok=True)
+
+                def one(i: int) -> Recipients:
+                    path = root / f"{i:04d}.patch"
+                    path.write_bytes(texts[i])
+                    return _run_script(perl, root, path, patches[i].name)
+
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    for i, found in zip(missing, pool.map(one, missing)):
+                        results[i] = found
+                        if entries[i] is not None:
+                            cache.store(entries[i], json.dumps(found).encode())
+        return [r for r in results if r is not None]
     sections = parse(maintainers.decode("utf-8", "replace"))
     dirs = set(git.directories(base))
     return [_from_sections(sections, dirs, _patch_files(p.read_text("utf-8", "replace"))) for p in patches]
@@ -78,33 +93,46 @@ def base_tree_key(git: Git, base: str) -> str:
     return git.out("rev-parse", f"{base}^{{tree}}")
 
 
-def _cached_run(perl: str, root: Path, patch: Path, inputs) -> Recipients:
-    """_run_script() on the patch without its "From <commit>" and "Date:"
-    lines (new at every run; the script learns nothing from them), or what
-    it said before for the same inputs."""
+# Mail headers that are new at every run and tell the script nothing.
+_VOLATILE = re.compile(rb"^(From [0-9a-f]{40} |Date:|Message-I[Dd]:|In-Reply-To:|References:)")
+
+
+def _stable_text(patch: Path) -> bytes:
+    """The patch without the header lines that change at every run (From
+    <commit>, Date, Message-Id, In-Reply-To, References): what the script
+    is given, so that its answer can be kept."""
     lines = patch.read_bytes().split(b"\n")
-    kept = [l for i, l in enumerate(lines)
-            if not (i == 0 and l.startswith(b"From ")) and not l.startswith(b"Date: ")]
-    text_ = b"\n".join(kept)
-    inputs.update(text_)
+    end = lines.index(b"") if b"" in lines else len(lines)
+    head: list[bytes] = []
+    dropping = False
+    for line in lines[:end]:
+        if line[:1] in (b" ", b"\t"):  # a folded header goes with its first line
+            if not dropping:
+                head.append(line)
+            continue
+        dropping = bool(_VOLATILE.match(line))
+        if not dropping:
+            head.append(line)
+    return b"\n".join(head + lines[end:])
+
+
+def _entry(inputs, text_: bytes) -> Path | None:
     directory = cache.default_dir()
-    entry = directory / "maintainers" / inputs.hexdigest() if directory is not None else None
-    if entry is not None:
-        try:
-            to, cc = json.loads(entry.read_text(encoding="utf-8"))
-            return [str(a) for a in to], [str(a) for a in cc]
-        except (OSError, ValueError, TypeError):
-            pass
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".patch")
+    if directory is None:
+        return None
+    key = inputs.copy()
+    key.update(text_)
+    return directory / "maintainers" / key.hexdigest()
+
+
+def _load(entry: Path | None) -> Recipients | None:
+    if entry is None:
+        return None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text_)
-        result = _run_script(perl, root, Path(tmp), patch.name)
-    finally:
-        os.unlink(tmp)
-    if entry is not None:
-        cache.store(entry, json.dumps(result).encode())
-    return result
+        to, cc = json.loads(entry.read_text(encoding="utf-8"))
+        return [str(a) for a in to], [str(a) for a in cc]
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _run_script(perl: str, root: Path, patch: Path, name: str) -> Recipients:
