@@ -37,7 +37,7 @@ import git as gitpython
 from rewriter import helpers, mail, maintainers, prose, rewrite, versions
 from rewriter.clex import render as render_tokens
 from rewriter.errors import InputError
-from rewriter.gitstore import Git, Ident, Index, When, parse_ident
+from rewriter.gitstore import Git, Ident, When, parse_ident, tree_with
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import Runner
@@ -283,10 +283,22 @@ def line_map(original: bytes, now: bytes) -> dict[int, int]:
     """Line numbers of original -> the same lines in now (unchanged ones)."""
     a = original.decode("utf-8", "surrogateescape").splitlines()
     b = now.decode("utf-8", "surrogateescape").splitlines()
-    out = {}
-    for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+    # The edits sit in a few functions of a long file: match the unchanged
+    # head and tail directly and let difflib (quadratic at worst) see only
+    # the part between them.
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    out = {k + 1: k + 1 for k in range(head)}
+    for k in range(tail):
+        out[len(a) - k] = len(b) - k
+    middle = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail], autojunk=False)
+    for block in middle.get_matching_blocks():
         for k in range(block.size):
-            out[block.a + k + 1] = block.b + k + 1
+            out[head + block.a + k + 1] = head + block.b + k + 1
     return out
 
 
@@ -478,12 +490,11 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
     say("committing")
     date = series_date(git, base)
     parent = base
-    with Index(git, base) as index:
-        for n, p in enumerate(patches, 1):
-            for path, data in sorted(p.files.items()):
-                index.set(path, git.mode(base, path), git.blob(data))
-            parent = p.commit = git.commit(index.write_tree(), [parent], p.message(author), author,
-                                           date.plus(n))
+    tree_id = git.out("rev-parse", f"{base}^{{tree}}")
+    for n, p in enumerate(patches, 1):
+        modes = git.modes(base, sorted(p.files))
+        tree_id = tree_with(git, tree_id, {path: (modes[path], git.blob(data)) for path, data in p.files.items()})
+        parent = p.commit = git.commit(tree_id, [parent], p.message(author), author, date.plus(n))
     tip = parent
 
     out = Path(opts.out_dir)
