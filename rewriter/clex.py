@@ -7,9 +7,14 @@ whether a line that mentions a name is code, a comment or a macro body.
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
+
+from rewriter import cache
 
 _TOKEN = re.compile(
     r"""
@@ -35,10 +40,35 @@ class Token(NamedTuple):
     offset: int = 0  # where the token starts in the source string
 
 
+# Lexing a kernel file in Python takes a tenth of a second or more, and
+# every run lexes each file with a call: files this long are kept in the
+# cache directory (marshal: plain data, nothing to execute when read back),
+# keyed by their text and by this module's own source.
+_STORED_FROM = 16384
+_SELF = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 @lru_cache(maxsize=128)
 def tokens(source: str) -> tuple[Token, ...]:
     """The tokens of source.  Remembered: the scan and the rewrite read the
     same files and expressions many times over."""
+    if len(source) < _STORED_FROM:
+        return _lex(source)
+    directory = cache.default_dir()
+    if directory is None:
+        return _lex(source)
+    digest = hashlib.sha256(_SELF.encode() + source.encode("utf-8", "surrogateescape")).hexdigest()
+    entry = directory / "tokens" / digest
+    try:
+        return tuple(Token._make(t) for t in marshal.loads(entry.read_bytes()))
+    except (OSError, EOFError, ValueError, TypeError):
+        pass  # not there yet, or damaged: lex again
+    found = _lex(source)
+    cache.store(entry, marshal.dumps([tuple(t) for t in found]))
+    return found
+
+
+def _lex(source: str) -> tuple[Token, ...]:
     out: list[Token] = []
     append = out.append
     line = 1
