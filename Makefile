@@ -24,7 +24,7 @@ VENV_STAMP := $(VENV)/.rewriter-installed
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help deps venv kernel test demo verify clean
+.PHONY: help deps venv kernel test demo verify bench clean
 
 help:
 	@echo 'Targets:'
@@ -34,6 +34,7 @@ help:
 	@echo '  test    run pytest with REWRITER_KERNEL_TREE set (extra arguments: PYTEST_ARGS=...)'
 	@echo '  demo    run "rewriter scan" on the kernel tree and write the patch series to $(SERIES)'
 	@echo '  verify  rewriter check --build --mail on the series in $(SERIES) (checkpatch, builds, send-email)'
+	@echo '  bench   time scan, diff and series on the kernel tree against plain spatch; write bench/RESULTS.md'
 	@echo '  clean   remove $(VENV) and its stamp (the kernel cache is kept)'
 	@echo 'Variables: KERNEL_CACHE=$(KERNEL_CACHE) KERNEL_TREE=$(KERNEL_TREE) PYTHON=$(PYTHON)'
 
@@ -114,6 +115,13 @@ verify: venv kernel
 	@mkdir -p build
 	REWRITER_BUILD_CACHE='$(KERNEL_CACHE)/build' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
 	    --build --mail --mbox build/verify.mbox
+
+# Timings against a plain spatch pass over the same tree, written to
+# bench/RESULTS.md (see bench/run.py).  Takes some minutes: every figure is
+# a median of BENCH_RUNS runs, and the growth runs scan up to 1000 calls.
+BENCH_RUNS ?= 3
+bench: deps venv kernel
+	$(VENV)/bin/python bench/run.py --tree '$(KERNEL_TREE)' --runs $(BENCH_RUNS)
 
 clean:
 	rm -rf $(VENV) rewriter.egg-info

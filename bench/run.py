@@ -2,24 +2,26 @@
 
 Measures, on the real kernel tree and in one run:
   * the reference: one plain `spatch --use-gitgrep -j 2` pass of the find
-    rule over the whole tree;
+    rule (cocci/find.cocci.j2) over the whole tree;
   * `rewriter scan`, `rewriter diff`, `rewriter series` with empty caches,
-    and `rewriter series` again (warm);
-medians of --runs runs each (wall and CPU seconds, peak RSS), each with its
-ratio to the reference; then how the cost per call grows with N synthetic
-calls added to a copy of the tree.  Prints a table and writes it, with a
-line describing the machine, to bench/RESULTS.md.
+    and `rewriter series` again with the caches it filled (warm);
+the median of --runs runs of each (wall and CPU seconds; peak RSS is the
+largest of the runs), each with its ratio to the reference; then how the
+cost per call grows with N synthetic calls added to a copy of the tree.
+Prints a table and writes it, with a line describing the machine, to
+bench/RESULTS.md.
 
-Every repository it writes to is a throw-away clone; the tree named by
---tree is only read.
+The reference reads the tree named by --tree (spatch writes nothing there).
+rewriter runs on a bare clone that shares its objects (git clone --bare
+--shared): no checkout, as in the tool itself, and the tree is not touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -31,6 +33,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_SHAPES = ROOT / "tests" / "fixtures" / "tree"
+FUNCTION = "pte_offset_map_nolock"
+TARGETS = (
+    # (row, figure, limit as a ratio to the reference or in MB)
+    ("rewriter series (cold)", "wall", 2.0),
+    ("rewriter series (warm)", "wall", 0.5),
+)
+RSS_LIMIT_MB = 300
 
 
 @dataclass(frozen=True)
@@ -38,20 +47,27 @@ class Sample:
     wall: float
     cpu: float
     rss_mb: float
+    stdout: str = ""
 
 
-def measure(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Sample:
-    """Run cmd once; wall time, CPU time of it and its children, peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+def measure(cmd: list[str], env: dict[str, str]) -> Sample:
+    """Run cmd once: wall time, CPU time (user + system) of it and all its
+    children, and the largest resident set of any one of them."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        # wait4 gives this child's own usage, its waited-for children
+        # included, so one run's peak is not mixed with another's.
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"bench: {' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far (KiB on Linux).
-    return Sample(wall, cpu, after.ru_maxrss / 1024)
+        raise SystemExit(f"bench: {' '.join(map(str, cmd))} failed ({proc.returncode}): {stderr.strip()[-400:]}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout)
 
 
 def median(samples: list[Sample]) -> Sample:
@@ -59,8 +75,8 @@ def median(samples: list[Sample]) -> Sample:
                   max(s.rss_mb for s in samples))
 
 
-def clone(tree: Path, dest: Path) -> Path:
-    subprocess.run(["git", "clone", "-q", "--shared", str(tree), str(dest)], check=True)
+def bare_clone(tree: Path, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", "--bare", "--shared", str(tree), str(dest)], check=True)
     return dest
 
 
@@ -70,44 +86,60 @@ def rewriter(*args: str) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tree", required=True, help="the real kernel git tree")
+    ap.add_argument("--tree", required=True, help="the real kernel git tree (with its work tree, for the reference)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--growth", default="10,100,1000", help="synthetic call counts")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
-    tree = Path(args.tree)
+    if args.runs < 3:
+        raise SystemExit("bench: --runs must be 3 or more (the figures are medians)")
+    tree = Path(args.tree).resolve()
+    if not (tree / "mm").is_dir():
+        raise SystemExit(f"bench: {tree} has no work tree with mm/; pass --tree with the kernel tree ('make kernel')")
+    machine = describe_machine()
     work = Path(tempfile.mkdtemp(prefix="rewriter-bench-"))
     cache = work / "cache"
     env = dict(os.environ, PYTHONPATH=str(ROOT), REWRITER_CACHE=str(cache))
     rows: list[tuple[str, Sample]] = []
     try:
-        repo = clone(tree, work / "linux")
-        # The reference runs the tool's own find rule (cocci/facts.cocci.j2).
+        repo = bare_clone(tree, work / "linux.git")
         sys.path.insert(0, str(ROOT))
         from rewriter import cocci
-        from rewriter.scan import FACT, FUNCTION
         find_rule = work / "find.cocci"
-        find_rule.write_text(cocci.render("facts.cocci.j2", name=FUNCTION, marker=FACT))
+        find_rule.write_text(cocci.render("find.cocci.j2", name=FUNCTION, marker="@@REWRITER-FIND@@"))
         spatch_cmd = ["spatch", "--very-quiet", "--no-includes", "--use-gitgrep", "-j", "2",
-                      "--sp-file", str(find_rule), "--dir", str(repo)]
+                      "--sp-file", str(find_rule), "--dir", str(tree)]
+        step("reference")
         rows.append(("reference: spatch --use-gitgrep -j 2", median(
             [measure(spatch_cmd, env) for _ in range(args.runs)])))
-        rows.append(("rewriter scan", median([measure(rewriter("scan", "--tree", str(repo), "--format", "json"),
-                                                      _cold(env, cache)) for _ in range(args.runs)])))
-        rows.append(("rewriter diff", median([measure(rewriter("diff", "--tree", str(repo)), _cold(env, cache))
-                                              for _ in range(args.runs)])))
-        series = rewriter("series", "--tree", str(repo), "-o", str(work / "out"), "--force")
+        step("rewriter scan (cold)")
+        rows.append(("rewriter scan (cold)", median([measure(rewriter("scan", "--tree", str(repo), "--format", "json"),
+                                                             _cold(env, cache)) for _ in range(args.runs)])))
+        step("rewriter diff (cold)")
+        rows.append(("rewriter diff (cold)", median([measure(rewriter("diff", "--tree", str(repo)), _cold(env, cache))
+                                                     for _ in range(args.runs)])))
+        series = rewriter("series", "--tree", str(repo), "-o", str(work / "out"), "--force",
+                          "--author", "rewriter bench <bench@example.invalid>")
+        step("rewriter series (cold)")
         rows.append(("rewriter series (cold)", median([measure(series, _cold(env, cache))
                                                        for _ in range(args.runs)])))
+        step("rewriter series (warm)")
         measure(series, env)  # fill the cache
         rows.append(("rewriter series (warm)", median([measure(series, env) for _ in range(args.runs)])))
-        growth = [(n, _growth(tree, work, n, env, cache)) for n in map(int, args.growth.split(","))]
+        growth = []
+        for n in map(int, args.growth.split(",")):
+            step(f"growth: {n} synthetic calls")
+            growth.append((n, _growth(repo, work, n, env, cache)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = report(rows, growth)
+    text = report(machine, rows, growth)
     Path(args.out).write_text(text)
     sys.stdout.write(text)
     return 0
+
+
+def step(name: str) -> None:
+    print(f"bench: {name}", file=sys.stderr, flush=True)
 
 
 def _cold(env: dict[str, str], cache: Path) -> dict[str, str]:
@@ -115,10 +147,12 @@ def _cold(env: dict[str, str], cache: Path) -> dict[str, str]:
     return env
 
 
-def _growth(tree: Path, work: Path, n: int, env: dict[str, str], cache: Path) -> tuple[int, Sample]:
-    """Scan a clone with n synthetic calls added; returns (sites, sample)."""
-    repo = clone(tree, work / f"grow-{n}")
+def _growth(repo: Path, work: Path, n: int, env: dict[str, str], cache: Path) -> tuple[int, Sample]:
+    """A cold scan of a commit on top of the tree that adds n synthetic
+    calls (files of fixture functions, renamed); returns (calls the scan
+    found, sample)."""
     shapes = _shape_functions()
+    files: dict[str, str] = {}
     made = 0
     per_file = 10
     for f in range((n + per_file - 1) // per_file):
@@ -127,44 +161,98 @@ def _growth(tree: Path, work: Path, n: int, env: dict[str, str], cache: Path) ->
             name, text = shapes[(made + k) % len(shapes)]
             body.append(text.replace(name, f"{name}_syn{f}_{k}", 1))
         made += len(body)
-        (repo / "mm" / f"rewriter_synthetic_{f}.c").write_text("\n".join(body))
-    subprocess.run(["git", "add", "-A", "mm"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm",
-                    f"{n} synthetic calls"], cwd=repo, check=True)
-    sample = measure(rewriter("scan", "--tree", str(repo), "--format", "json"), _cold(env, cache))
-    return n + 12, sample
+        files[f"mm/rewriter_synthetic_{f}.c"] = "\n".join(body)
+    rev = _commit_files(repo, files, f"{n} synthetic calls")
+    sample = measure(rewriter("scan", "--tree", str(repo), "--rev", rev, "--format", "json"), _cold(env, cache))
+    found = len(json.loads(sample.stdout)["sites"])
+    return found, sample
+
+
+def _commit_files(repo: Path, files: dict[str, str], message: str) -> str:
+    """A commit on top of HEAD with files added, made with plumbing in a
+    private index: the bare clone gets no work tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"), GIT_AUTHOR_NAME="bench",
+                   GIT_AUTHOR_EMAIL="bench@example.invalid", GIT_COMMITTER_NAME="bench",
+                   GIT_COMMITTER_EMAIL="bench@example.invalid")
+
+        def git(*args: str, data: str | None = None) -> str:
+            return subprocess.run(["git", "--git-dir", str(repo), *args], input=data, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+
+        git("read-tree", "HEAD")
+        for path, text in files.items():
+            blob = git("hash-object", "-w", "--stdin", data=text)
+            git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+        tree = git("write-tree")
+        return git("commit-tree", tree, "-p", "HEAD", "-m", message)
 
 
 def _shape_functions() -> list[tuple[str, str]]:
-    """The single-call functions of the fixture tree, as (name, text)."""
+    """The functions of the fixture tree with one call each, as (name, text)."""
     import re
     out = []
     for path in sorted((FIXTURE_SHAPES / "mm").glob("fixture_*.c")):
         text = path.read_text()
         for m in re.finditer(r"^(?:static )?[a-z_ ]+\*?\s*(fixture_\w+)\(.*?^}\n", text, re.S | re.M):
-            if m.group(0).count("pte_offset_map_nolock(") == 1:
+            if m.group(0).count(FUNCTION + "(") == 1:
                 out.append((m.group(1), m.group(0)))
     return out
 
 
-def report(rows: list[tuple[str, Sample]], growth: list[tuple[int, tuple[int, Sample]]]) -> str:
-    ref = rows[0][1]
+def describe_machine() -> str:
     uname = platform.uname()
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
+                          if l.startswith("MemTotal")).split()[1])
+        mem = f"{mem_kb / 1024 / 1024:.0f} GB RAM"
+    except (OSError, StopIteration, ValueError):
+        mem = "RAM unknown"
+    load = os.getloadavg()[0]
+    git_version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    return (f"{uname.system} {uname.release} {uname.machine}, {model or 'CPU unknown'}, {os.cpu_count()} CPUs, "
+            f"{mem}, load average {load:.2f} at the start; Python {platform.python_version()}, "
+            f"{_spatch_version()}, {git_version}.")
+
+
+def report(machine: str, rows: list[tuple[str, Sample]], growth: list[tuple[int, tuple[int, Sample]]]) -> str:
+    ref = rows[0][1]
+    by_name = dict(rows)
     lines = [
         "# rewriter benchmark",
         "",
-        f"Machine: {uname.system} {uname.release} {uname.machine}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, {_spatch_version()}.",
+        f"Machine: {machine}",
         "",
-        "| step | wall s | CPU s | peak RSS MB | wall / reference |",
-        "|---|---:|---:|---:|---:|",
+        "Medians of the runs; peak RSS is the largest resident set of any one process of a run.",
+        "",
+        "| step | wall s | CPU s | peak RSS MB | wall / ref | CPU / ref | RSS / ref |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in rows:
-        lines.append(f"| {name} | {s.wall:.1f} | {s.cpu:.1f} | {s.rss_mb:.0f} | {s.wall / ref.wall:.2f} |")
-    lines += ["", "How the scan's cost grows with synthetic calls added (cold cache):", "",
-              "| calls | wall s | wall ms per call |", "|---:|---:|---:|"]
-    for _n, (sites, s) in growth:
-        lines.append(f"| {sites} | {s.wall:.1f} | {1000 * s.wall / sites:.0f} |")
+        lines.append(f"| {name} | {s.wall:.1f} | {s.cpu:.1f} | {s.rss_mb:.0f} | {s.wall / ref.wall:.2f} "
+                     f"| {s.cpu / ref.cpu:.2f} | {s.rss_mb / ref.rss_mb:.2f} |")
+    lines += ["", "Targets:", ""]
+    for name, figure, limit in TARGETS:
+        ratio = getattr(by_name[name], figure) / getattr(ref, figure)
+        lines.append(f"- {name}: {figure} {ratio:.2f}x the reference, target at most {limit}x: "
+                     f"{'met' if ratio <= limit else 'NOT met'}")
+    peak = max(s.rss_mb for name, s in rows if name.startswith("rewriter"))
+    lines.append(f"- peak RSS of any rewriter run: {peak:.0f} MB, target at most {RSS_LIMIT_MB} MB: "
+                 f"{'met' if peak <= RSS_LIMIT_MB else 'NOT met'}")
+    lines += ["", "How the cost of a cold scan grows with synthetic calls added (one run each):", "",
+              "| calls added | calls found | wall s | CPU s | wall ms per call | CPU ms per call |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for n, (sites, s) in growth:
+        lines.append(f"| {n} | {sites} | {s.wall:.1f} | {s.cpu:.1f} | {1000 * s.wall / sites:.0f} "
+                     f"| {1000 * s.cpu / sites:.0f} |")
     return "\n".join(lines) + "\n"
 
 
