@@ -216,6 +216,13 @@ def keep_functions(source: str, keep: set[str]) -> str:
     return "".join(out)
 
 
+def function_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
+    """The lines (first, last) of the bodies of the functions named, from
+    the line of "{" to the line of "}"."""
+    toks = tokens(source)
+    return [(toks[o].line, toks[c].line) for name, o, c in _definitions(toks) if name in names]
+
+
 def functions_reaching(source: str, name: str) -> set[str]:
     """The functions defined in source whose bodies name `name`, and every
     function defined in source that those name, and so on: all that an

@@ -11,11 +11,12 @@ the plan.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
 from rewriter import cocci, text
-from rewriter.clex import expr_tokens, keep_functions, render, tokens
+from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
 from rewriter.errors import InputError, RewriterError
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
@@ -81,8 +82,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     # Files in parallel, each file's rounds in order; progress is per file.
     rounds_runner = runner.quiet()
 
-    def one_file(path: str) -> bytes:
-        data = sources[path]
+    def rounds(path: str, data: bytes) -> bytes:
         # spatch makes one change per function in a run: a later rule does
         # not match in a function an earlier rule changed.  So the edits go
         # in rounds, from the bottom of the file up, one per function each,
@@ -92,10 +92,59 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
             if isinstance(res, FileResult):
                 raise RewriteError(f"{path}: {res.error}")
             data = res
-        _verify(path, sources[path], data, by_file[path], plan, names, scan.function)
+        return data
+
+    def one_file(path: str) -> bytes:
+        original = sources[path]
+        # spatch edits only the functions with a call: it is given the file
+        # with every other body blanked in place (a whole kernel file costs
+        # it seconds a round), and its edits are put into the original.
+        text_ = original.decode("utf-8", errors="surrogateescape")
+        keep = {s.function for s in by_file[path]}
+        narrowed = keep_functions(text_, keep).encode("utf-8", errors="surrogateescape")
+        data = splice(original, narrowed, rounds(path, narrowed), function_spans(text_, keep))
+        if data is None:  # an edit outside those functions: do it on the whole file
+            data = rounds(path, original)
+        _verify(path, original, data, by_file[path], plan, names, scan.function)
         return data
 
     return runner.map(one_file, sorted(rules), "rewrite")
+
+
+def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, int]]) -> bytes | None:
+    """original with the edits that turned before into after, or None when
+    an edit falls outside spans (1-based line ranges).  before is original
+    with some function bodies blanked, line for line, so an unchanged line
+    of before stands for the same line of original."""
+    o = original.split(b"\n")
+    b = before.split(b"\n")
+    a = after.split(b"\n")
+    if len(o) != len(b):
+        return None
+
+    def inside(first: int, last: int) -> bool:  # lines first..last of before
+        return any(start <= first and last <= end for start, end in spans)
+
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    out = o[:head]
+    middle = difflib.SequenceMatcher(None, b[head:len(b) - tail], a[head:len(a) - tail], autojunk=False)
+    for tag, i1, i2, j1, j2 in middle.get_opcodes():
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
+        if tag == "equal":
+            out.extend(o[i1:i2])
+            continue
+        # lines i1+1..i2 replaced or removed; an insertion goes between
+        # lines i1 and i1+1, which must both be in the same function
+        if not (inside(i1 + 1, i2) if i2 > i1 else inside(i1, i1 + 1)):
+            return None
+        out.extend(a[j1:j2])
+    out.extend(o[len(o) - tail:] if tail else [])
+    return b"\n".join(out)
 
 
 def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,

@@ -56,3 +56,31 @@ def test_tokens_count_lines_and_directives():
     assert ret.line == 13 and not ret.preproc
     define = [t for t in toks if t.preproc]
     assert define[0].text == "#" and define[-1].text == "}" and all(t.line == 21 for t in define)
+
+
+def test_splice_puts_the_edits_of_a_narrowed_file_into_the_original():
+    from rewriter.rewrite import splice
+
+    keep = {"caller"}
+    narrowed = clex.keep_functions(SOURCE, keep)
+    spans = clex.function_spans(SOURCE, keep)
+    assert spans == [(11, 14)]
+    edited = narrowed.replace("\tlock_both(NULL, NULL);\n", "\tpmd_t pmdval;\n\n\tlock_both(NULL, NULL);\n")
+    edited = edited.replace("pte_offset_map_nolock(0, 0, 0, 0)", "pte_offset_map_ro_nolock(0, 0, 0, 0)")
+    out = splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans)
+    assert out is not None
+    want = SOURCE.replace("\tlock_both(NULL, NULL);\n", "\tpmd_t pmdval;\n\n\tlock_both(NULL, NULL);\n")
+    want = want.replace("pte_offset_map_nolock(0, 0, 0, 0)", "pte_offset_map_ro_nolock(0, 0, 0, 0)")
+    assert out.decode() == want  # the blanked bodies come back as they were
+
+
+def test_splice_refuses_an_edit_outside_the_functions_kept():
+    from rewriter.rewrite import splice
+
+    keep = {"caller"}
+    narrowed = clex.keep_functions(SOURCE, keep)
+    spans = clex.function_spans(SOURCE, keep)
+    edited = narrowed.replace("#define NOT_A_FUNCTION(x)", "#define NOT_A_FUNCTION(y)")
+    assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans) is None
+    edited = narrowed.replace("static int unrelated(void)\n", "static int unrelated(void)\n/* new */\n")
+    assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans) is None
