@@ -63,6 +63,7 @@ class Git:
 
     def __init__(self, git_dir: str | os.PathLike[str]):
         self.git_dir = str(git_dir)
+        self._objects: str | None = None  # the repository's object directory, once asked for
 
     def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -135,6 +136,22 @@ class Git:
         proc = self.run("check-ref-format", f"refs/heads/{branch}", check=False)
         if proc.returncode != 0 or "\n" in branch:
             raise InputError(f"--branch {branch!r}: not a valid branch name")
+
+    def objects_dir(self) -> str:
+        """The repository's object directory (the common one, for a worktree)."""
+        if self._objects is None:
+            cwd = tempfile.gettempdir()
+            path = self.out("rev-parse", "--git-path", "objects", cwd=cwd)
+            self._objects = os.path.join(cwd, path)
+        return self._objects
+
+    def writable(self) -> str | None:
+        """None when objects and refs can be written here, else the
+        directory that cannot be written."""
+        for path in (self.objects_dir(), os.path.join(self.git_dir, "refs"), self.git_dir):
+            if not os.access(path, os.W_OK):
+                return path
+        return None
 
     # ------------------------------------------------------------ writing objects
 

@@ -36,7 +36,7 @@ import git as gitpython
 
 from rewriter import helpers, mail, maintainers, prose, rewrite, versions
 from rewriter.clex import render as render_tokens
-from rewriter.errors import InputError
+from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, Index, When, parse_ident
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
@@ -442,6 +442,11 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     if out.is_dir() and any(out.iterdir()) and not opts.force:
         raise InputError(f"-o {opts.out_dir}: the directory is not empty; name a new or empty one, "
                          f"or pass --force to replace what is in it")
+    _check_out_place(out, opts.out_dir)
+    unwritable = git.writable()
+    if unwritable is not None:
+        raise InputError(f"{tree.path}: cannot write in {unwritable} (a read-only repository, or no permission); "
+                         f"the series is committed there: make it writable, or run rewriter on a clone")
     old_branch = git.resolve(f"refs/heads/{branch}")
     if old_branch and not opts.force:
         raise InputError(f"branch {branch} already exists; choose another with --branch, "
@@ -461,6 +466,42 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
             raise InputError(f"-v {opts.version}: no version {opts.version - 1} of the series is recorded "
                              f"in {tree.path} ({versions.ref(opts.version - 1)}); write it first")
     return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc)
+
+
+def _check_out_place(out: Path, name: str) -> None:
+    """The directory -o DIR is made in (the nearest one that exists above
+    it) must be a directory that can be written."""
+    place = out.absolute().parent
+    while not place.exists() and not place.is_symlink():
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"-o {name}: {place} is not a directory; name a new or empty directory")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise InputError(f"-o {name}: cannot write in {place} (read-only, or no permission); "
+                         f"choose another place with -o")
+
+
+@contextmanager
+def _writing_to(name: str):
+    """Make the missing parents of -o DIR; when the block fails, remove them
+    again, and say in one line that DIR cannot be written (a full disk)."""
+    made: list[Path] = []
+    try:
+        for parent in reversed(Path(name).absolute().parents):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+        yield
+    except BaseException as exc:
+        for parent in reversed(made):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise InputError(f"-o {name}: cannot write the series there ({exc.strerror or exc}); "
+                             f"choose another place with -o") from None
+        raise
 
 
 def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
@@ -487,11 +528,14 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
     tip = parent
 
     out = Path(opts.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
+    with _writing_to(opts.out_dir), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
         work = Path(scratch) / "series"
         say("formatting the patches")
-        files = mail.format_patches(git, base, tip, opts.version, opts.subject_prefix, work, author, date)
+        try:
+            files = mail.format_patches(git, base, tip, opts.version, opts.subject_prefix, work, author, date)
+        except RewriterError as exc:  # it only writes there: a full disk
+            raise InputError(f"-o {opts.out_dir}: {exc}; choose another place with -o") from None
         if len(files) != len(patches) + 1:
             raise InputError(f"git format-patch wrote {len(files)} files for {len(patches)} commits")
         say("finding the recipients")
