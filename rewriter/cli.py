@@ -389,7 +389,8 @@ def cmd_series(args: argparse.Namespace) -> int:
     else:
         plan_text = plan_mod.dump(chosen, result)
     say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
-    res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
+    with ready.git.quarantine():  # no object reaches the repository before the end
+        res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
     write_stdout(f"{len(res.files) - 1} patches and a cover letter in {res.out_dir}/; "
                  f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"
                  + "".join(f"  {name}\n" for name in res.files))

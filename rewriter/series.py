@@ -15,7 +15,8 @@ the old one goes when nothing calls it.
 
 Nothing outside the new branch, the version record (rewriter.versions)
 and the output directory changes, and those three appear only at the very
-end, once everything else is ready.
+end, once everything else is ready; so do the objects they hold, which are
+written to a quarantine until then (rewriter.gitstore).
 """
 
 from __future__ import annotations
@@ -555,8 +556,13 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         with _deferred_interrupts():
             _install(work, out, aside)
             try:
-                git.update_refs([(ready.branch_ref, tip, ready.old_branch),
-                                 (ready.record_ref, record_commit, ready.old_record)])
+                added = git.migrate()  # the objects, out of quarantine (rewriter.gitstore)
+                try:
+                    git.update_refs([(ready.branch_ref, tip, ready.old_branch),
+                                     (ready.record_ref, record_commit, ready.old_record)])
+                except BaseException:
+                    git.unmigrate(added)
+                    raise
             except BaseException:
                 _uninstall(out, aside)
                 raise
@@ -589,7 +595,13 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
 @contextmanager
 def _deferred_interrupts():
     """Ctrl-C (and SIGTERM) wait until the block is done: the output and
-    the refs appear together.  Outside the main thread nothing changes."""
+    the refs appear together, or neither does.
+
+    When the block fails after an interrupt came (Ctrl-C also stops the
+    git the block runs), the block has undone its work and the interrupt
+    is what is reported.  When it succeeds, the series is complete: from
+    then on interrupts are ignored, so that the command ends as what it is,
+    a success.  Outside the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -598,10 +610,14 @@ def _deferred_interrupts():
            for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    finally:
+    except BaseException:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    # The series is complete; a late interrupt changes nothing now.
+        if caught:
+            raise KeyboardInterrupt from None
+        raise
+    for sig in old:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _install(work: Path, out: Path, aside: Path) -> None:
