@@ -314,12 +314,11 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
     # outputs are removed on the way out.
     old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except RewriterError as exc:
         print(f"rewriter: {_one_line(str(exc))}", file=sys.stderr)
