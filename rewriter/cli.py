@@ -426,12 +426,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
+    if args.mbox is not None:
+        _check_output_file(args.mbox, "--mbox")
 
     def say(msg: str) -> None:
         print(f"rewriter: check: {msg}", file=sys.stderr, flush=True)
 
+    # Progress on a terminal only, as for series: elsewhere standard error
+    # holds the one line of a refusal, if any.
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
-                         progress=say, build_options={"jobs": args.jobs}, mbox=args.mbox)
+                         progress=say if sys.stderr.isatty() else None, build_options={"jobs": args.jobs},
+                         mbox=args.mbox)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
