@@ -528,7 +528,8 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
                                            date.plus(n))
     tip = parent
 
-    out = Path(opts.out_dir)
+    # Absolute: git runs in the temporary directory, not here.
+    out = Path(opts.out_dir).absolute()
     with _writing_to(opts.out_dir), \
             tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
         work = Path(scratch) / "series"
@@ -566,8 +567,8 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
             except BaseException:
                 _uninstall(out, aside)
                 raise
-    names_out = tuple(str(out / f.name) for f in files)
-    return Result(str(out), names_out, ready.branch, tip, ready.record_ref, tuple(patches))
+    names_out = tuple(str(Path(opts.out_dir) / f.name) for f in files)  # as the user named it
+    return Result(opts.out_dir, names_out, ready.branch, tip, ready.record_ref, tuple(patches))
 
 
 def cover_values(scan: Scan, names: Names, patches: list[Patch], record: versions.Record,
