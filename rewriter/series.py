@@ -248,11 +248,26 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             for f in files_now:
                 per_file[f][k].files = {f: contents[f]}
     finally:
-        worker.join()
+        _wait_for(worker)
     if failure:
         raise failure[0]
     removed = helpers.remove(introduced, runner, names, old=scan.function)
     return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+
+
+def _wait_for(worker: threading.Thread) -> None:
+    """Join worker even when an interrupt comes meanwhile, and raise the
+    interrupt once it has stopped: a daemon thread is stopped dead when
+    the command exits, and would leave its scratch directory in TMPDIR."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            worker.join()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 # --------------------------------------------------------------------------
