@@ -100,6 +100,9 @@ def _scan_and_plan(args: argparse.Namespace):
     result = scan(tree, runner)
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
+    if chosen.made_at and chosen.made_at != result.rev:
+        _notes.append(f"{args.plan} was made at {chosen.made_at[:12]}; the tree is at {result.rev[:12]}, where "
+                      f"its {len(chosen.entries)} calls are the same, so it was followed as it is")
     check_names_free(tree, names)
     return tree, runner, names, result, chosen
 
@@ -313,13 +316,23 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# One-line notes for the user (rewriter: note: ...), printed on standard
+# error when the command has succeeded; a refusal is its one line alone.
+_notes: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
     # outputs are removed on the way out.
     old_term = signal.signal(signal.SIGTERM, _terminate)
+    _notes.clear()
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        code = args.func(args)
+        if code == EXIT_OK:
+            for note in _notes:
+                print(f"rewriter: note: {_one_line(note)}", file=sys.stderr)
+        return code
     except RewriterError as exc:
         print(f"rewriter: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
