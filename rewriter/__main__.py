@@ -21,7 +21,8 @@ from rewriter.errors import EXIT_INTERRUPTED
 def run() -> int:
     caught: list[int] = []
     held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-            for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}  # ignored (nohup, a background job): so be it
     try:
         # Every module a command imports, so that none is imported later.
         from rewriter import check, cli, series  # noqa: F401
