@@ -674,10 +674,11 @@ def _umask() -> int:
 
 def check(tree: str, series_dir: str | None, branch: str | None, base: str | None,
           build: bool, mail: bool, progress=None, build_options: dict | None = None,
-          mbox: str | None = None) -> Report:
+          mbox: str | None = None, mbox_dir: str | None = None) -> Report:
     """Run the checks.  The scratch clones live in a temporary directory
     that is removed at the end; the mbox of what arrived is kept at mbox
-    (default: rewriter-check-<base>.mbox in the temporary directory)."""
+    (default: rewriter-check-<base>.mbox in mbox_dir, or in the temporary
+    directory)."""
     say = progress or (lambda text: None)
     workdir = Path(tempfile.mkdtemp(prefix="rewriter-check-"))
     try:
@@ -699,7 +700,7 @@ def check(tree: str, series_dir: str | None, branch: str | None, base: str | Non
             t0 = time.monotonic()
             say("mail")
             report.mail = send_series(series, workdir)
-            keep = Path(mbox) if mbox else Path(tempfile.gettempdir()) / f"rewriter-check-{series.base[:12]}.mbox"
+            keep = Path(mbox) if mbox else Path(mbox_dir or tempfile.gettempdir()) / f"rewriter-check-{series.base[:12]}.mbox"
             _keep_mbox(Path(report.mail.mbox), keep)
             report.mail.mbox = str(keep)
             report.seconds["mail"] = time.monotonic() - t0

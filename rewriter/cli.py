@@ -12,7 +12,9 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 import traceback
+from contextlib import contextmanager
 
 from rewriter import __version__, cache, diffs, rewrite
 from rewriter import plan as plan_mod
@@ -320,6 +322,55 @@ def _terminate(signum, frame):
 # error when the command has succeeded; a refusal is its one line alone.
 _notes: list[str] = []
 
+# The user's temporary directory, for what a command leaves there on
+# purpose (check's mbox); everything else goes into the run's own.
+_user_tmp: str | None = None
+
+
+@contextmanager
+def _run_scratch():
+    """One new directory in TMPDIR for everything temporary of this run,
+    the tool's and its children's (TMPDIR points there too), removed at
+    the end with interrupts held.  The scratch directories inside are
+    removed as soon as they are done with; but an interrupt that lands
+    while one of them is being removed stops that, and would leave the
+    rest of it behind."""
+    global _user_tmp
+    outer = tempfile.gettempdir()
+    try:
+        root = tempfile.mkdtemp(prefix="rewriter-", dir=outer)
+    except OSError as exc:
+        raise InputError(f"cannot make a scratch directory in {outer} ({exc.strerror or exc}); "
+                         f"set TMPDIR to a directory with room that you may write") from None
+    saved = tempfile.tempdir, os.environ.get("TMPDIR"), _user_tmp
+    tempfile.tempdir, os.environ["TMPDIR"], _user_tmp = root, root, outer
+    try:
+        yield
+    finally:
+        tempfile.tempdir, tmpdir, _user_tmp = saved
+        if tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = tmpdir
+        with _interrupts_held():
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def _interrupts_held():
+    """SIGINT and SIGTERM wait until the block is done, and are then
+    dropped: what the block finishes was going to end the run anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, lambda _signum, _frame: None) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
 
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
@@ -328,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     _notes.clear()
     try:
         args = build_parser().parse_args(argv)
-        code = args.func(args)
+        with _run_scratch():
+            code = args.func(args)
         if code == EXIT_OK:
             for note in _notes:
                 print(f"rewriter: note: {_one_line(note)}", file=sys.stderr)
@@ -449,7 +501,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     # holds the one line of a refusal, if any.
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
                          progress=say if sys.stderr.isatty() else None, build_options={"jobs": args.jobs},
-                         mbox=args.mbox)
+                         mbox=args.mbox, mbox_dir=_user_tmp)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
