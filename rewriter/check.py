@@ -183,13 +183,20 @@ def git_am(clone: Path, files: list[Path], mbox: bool = False) -> list[str]:
 def load_series(tree_path: str, series_dir: str | None, branch: str | None, base: str | None,
                 workdir: Path) -> Series:
     tree = Path(tree_path)
+    if not tree.is_dir():
+        raise InputError(f"{tree_path}: no such directory; pass --tree with the path of the kernel git repository")
     if not (tree / ".git").exists() and not (tree / "objects").is_dir():
         raise InputError(f"{tree_path}: not a git repository; pass --tree with the kernel git repository")
+    if not git_out(tree, "for-each-ref", "--count=1") and run_git(tree, "rev-parse", "-q", "--verify", "HEAD",
+                                                                    check=False).returncode != 0:
+        raise InputError(f"{tree_path}: the repository has no commits yet; pass --tree with the repository "
+                         f"the series was made in")
 
     def resolve(rev: str, what: str) -> str:
         proc = run_git(tree, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
         if proc.returncode != 0:
-            raise InputError(f"{what} {rev}: unknown revision in {tree_path}")
+            raise InputError(f"{what} {rev}: unknown revision in {tree_path}; pass {what} with a commit, "
+                             f"branch or tag that exists there")
         return proc.stdout.decode().strip()
 
     if branch is not None:
@@ -639,12 +646,39 @@ def render_text(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def _keep_mbox(source: Path, keep: Path) -> None:
+    """Copy the mbox to keep, whole or not at all: through a new file beside
+    it, renamed into place."""
+    tmp = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{keep.name}.", suffix=".rewriter-tmp", dir=keep.parent)
+        os.close(fd)
+        tmp = Path(name)
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, keep)
+        tmp = None
+    except OSError as exc:
+        raise InputError(f"--mbox {keep}: cannot write it ({exc.strerror or exc}); "
+                         f"choose another place with --mbox") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check(tree: str, series_dir: str | None, branch: str | None, base: str | None,
           build: bool, mail: bool, progress=None, build_options: dict | None = None,
-          mbox: str | None = None) -> Report:
+          mbox: str | None = None, mbox_dir: str | None = None) -> Report:
     """Run the checks.  The scratch clones live in a temporary directory
     that is removed at the end; the mbox of what arrived is kept at mbox
-    (default: rewriter-check-<base>.mbox in the temporary directory)."""
+    (default: rewriter-check-<base>.mbox in mbox_dir, or in the temporary
+    directory)."""
     say = progress or (lambda text: None)
     workdir = Path(tempfile.mkdtemp(prefix="rewriter-check-"))
     try:
@@ -666,11 +700,8 @@ def check(tree: str, series_dir: str | None, branch: str | None, base: str | Non
             t0 = time.monotonic()
             say("mail")
             report.mail = send_series(series, workdir)
-            keep = Path(mbox) if mbox else Path(tempfile.gettempdir()) / f"rewriter-check-{series.base[:12]}.mbox"
-            try:
-                shutil.copyfile(report.mail.mbox, keep)
-            except OSError as exc:
-                raise InputError(f"--mbox {keep}: cannot write it ({exc.strerror})") from None
+            keep = Path(mbox) if mbox else Path(mbox_dir or tempfile.gettempdir()) / f"rewriter-check-{series.base[:12]}.mbox"
+            _keep_mbox(Path(report.mail.mbox), keep)
             report.mail.mbox = str(keep)
             report.seconds["mail"] = time.monotonic() - t0
         return report

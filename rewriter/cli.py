@@ -12,7 +12,9 @@ import signal
 import stat
 import sys
 import tempfile
+import threading
 import traceback
+from contextlib import contextmanager
 
 from rewriter import __version__, cache, diffs, rewrite
 from rewriter import plan as plan_mod
@@ -113,6 +115,9 @@ def _scan_and_plan(args: argparse.Namespace):
     result = scan(tree, runner)
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
+    if chosen.made_at and chosen.made_at != result.rev:
+        _notes.append(f"{args.plan} was made at {chosen.made_at[:12]}; the tree is at {result.rev[:12]}, where "
+                      f"its {len(chosen.entries)} calls are the same, so it was followed as it is")
     check_names_free(tree, names)
     return tree, runner, names, result, chosen
 
@@ -326,14 +331,73 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+# One-line notes for the user (rewriter: note: ...), printed on standard
+# error when the command has succeeded; a refusal is its one line alone.
+_notes: list[str] = []
+
+# The user's temporary directory, for what a command leaves there on
+# purpose (check's mbox); everything else goes into the run's own.
+_user_tmp: str | None = None
+
+
+@contextmanager
+def _run_scratch():
+    """One new directory in TMPDIR for everything temporary of this run,
+    the tool's and its children's (TMPDIR points there too), removed at
+    the end with interrupts held.  The scratch directories inside are
+    removed as soon as they are done with; but an interrupt that lands
+    while one of them is being removed stops that, and would leave the
+    rest of it behind."""
+    global _user_tmp
+    outer = tempfile.gettempdir()
+    try:
+        root = tempfile.mkdtemp(prefix="rewriter-", dir=outer)
+    except OSError as exc:
+        raise InputError(f"cannot make a scratch directory in {outer} ({exc.strerror or exc}); "
+                         f"set TMPDIR to a directory with room that you may write") from None
+    saved = tempfile.tempdir, os.environ.get("TMPDIR"), _user_tmp
+    tempfile.tempdir, os.environ["TMPDIR"], _user_tmp = root, root, outer
+    try:
+        yield
+    finally:
+        tempfile.tempdir, tmpdir, _user_tmp = saved
+        if tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = tmpdir
+        with _interrupts_held():
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def _interrupts_held():
+    """SIGINT and SIGTERM wait until the block is done, and are then
+    dropped: what the block finishes was going to end the run anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {sig: signal.signal(sig, lambda _signum, _frame: None) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
     # outputs are removed on the way out.
     old_term = signal.signal(signal.SIGTERM, _terminate)
+    _notes.clear()
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        with _run_scratch():
+            code = args.func(args)
+        if code == EXIT_OK:
+            for note in _notes:
+                print(f"rewriter: note: {_one_line(note)}", file=sys.stderr)
+        return code
     except RewriterError as exc:
         print(f"rewriter: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -402,7 +466,8 @@ def cmd_series(args: argparse.Namespace) -> int:
     else:
         plan_text = plan_mod.dump(chosen, result)
     say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
-    res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
+    with ready.git.quarantine():  # no object reaches the repository before the end
+        res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
     write_stdout(f"{len(res.files) - 1} patches and a cover letter in {res.out_dir}/; "
                  f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"
                  + "".join(f"  {name}\n" for name in res.files))
@@ -439,12 +504,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
+    if args.mbox is not None:
+        _check_output_file(args.mbox, "--mbox")
 
     def say(msg: str) -> None:
         print(f"rewriter: check: {msg}", file=sys.stderr, flush=True)
 
+    # Progress on a terminal only, as for series: elsewhere standard error
+    # holds the one line of a refusal, if any.
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
-                         progress=say, build_options={"jobs": args.jobs}, mbox=args.mbox)
+                         progress=say if sys.stderr.isatty() else None, build_options={"jobs": args.jobs},
+                         mbox=args.mbox, mbox_dir=_user_tmp)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:

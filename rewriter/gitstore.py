@@ -4,15 +4,24 @@ Every command runs with --git-dir, from a temporary directory, and trees
 are made with ls-tree and mktree (no index at all): nothing reads or
 writes the repository's work tree, its index or HEAD.  Refs are written in one
 `git update-ref --stdin` transaction, and only by update_refs().
+
+Inside quarantine(), new objects go to a private object directory in the
+temporary directory (the repository's objects are its alternate, as git
+does for a push it has not accepted yet); migrate() moves them into the
+repository just before the refs are written.  A command that fails or is
+interrupted before that leaves no object behind.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from rewriter.errors import InputError, RewriterError
 
@@ -62,12 +71,17 @@ class Git:
 
     def __init__(self, git_dir: str | os.PathLike[str]):
         self.git_dir = str(git_dir)
+        self._quarantine: str | None = None  # the private object directory, inside quarantine()
+        self._objects: str | None = None  # the repository's object directory, once asked for
 
     def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("GIT_", "EMAIL"))}
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["LC_ALL"] = "C"
+        if self._quarantine is not None:
+            env["GIT_OBJECT_DIRECTORY"] = self._quarantine
+            env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = self.objects_dir()
         if clean_config:
             # Output that must not depend on the user's or the system's
             # settings (format.*, diff.*): the options say what we want.
@@ -144,6 +158,84 @@ class Git:
         proc = self.run("check-ref-format", f"refs/heads/{branch}", check=False)
         if proc.returncode != 0 or "\n" in branch:
             raise InputError(f"--branch {branch!r}: not a valid branch name")
+
+    def objects_dir(self) -> str:
+        """The repository's object directory (the common one, for a worktree)."""
+        if self._objects is None:  # quarantine() asks before it starts: env() can use it
+            cwd = tempfile.gettempdir()
+            path = self.out("rev-parse", "--git-path", "objects", cwd=cwd)
+            self._objects = os.path.join(cwd, path)
+        return self._objects
+
+    def writable(self) -> str | None:
+        """None when objects and refs can be written here, else the
+        directory that cannot be written."""
+        for path in (self.objects_dir(), os.path.join(self.git_dir, "refs"), self.git_dir):
+            if not os.access(path, os.W_OK):
+                return path
+        return None
+
+    # ------------------------------------------------------------ quarantine
+
+    @contextmanager
+    def quarantine(self):
+        """New objects go to a private object directory until migrate()."""
+        self.objects_dir()
+        with tempfile.TemporaryDirectory(prefix="rewriter-objects-") as tmp:
+            self._quarantine = tmp
+            try:
+                yield
+            finally:
+                self._quarantine = None
+
+    def migrate(self) -> list[Path]:
+        """Move the objects written in quarantine into the repository, packs
+        after loose objects and a pack's .idx last, as git does; returns the
+        files and directories added, for unmigrate().  When a move fails,
+        what was added is taken away again before the error goes on."""
+        if self._quarantine is None:
+            return []
+        src, dst = Path(self._quarantine), Path(self.objects_dir())
+        order = {".pack": 0, ".idx": 2}
+        files = sorted((p for p in src.rglob("*") if p.is_file() and p.relative_to(src).parts[0] != "info"),
+                       key=lambda p: (p.parent.name == "pack", order.get(p.suffix, 1), str(p)))
+        added: list[Path] = []
+        try:
+            for path in files:
+                target = dst / path.relative_to(src)
+                if target.exists():
+                    continue  # git has it already: objects are named by their contents
+                if not target.parent.is_dir():
+                    target.parent.mkdir()
+                    added.append(target.parent)
+                try:
+                    os.rename(path, target)
+                except OSError:  # another file system: copy beside it, then rename
+                    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=target.parent)
+                    os.close(fd)
+                    try:
+                        shutil.copy2(path, tmp)
+                        os.replace(tmp, target)
+                    except BaseException:
+                        os.unlink(tmp)
+                        raise
+                added.append(target)
+        except BaseException:
+            self.unmigrate(added)
+            raise
+        return added
+
+    @staticmethod
+    def unmigrate(added: list[Path]) -> None:
+        """Take away what migrate() added (files first, then the directories)."""
+        for path in reversed(added):
+            try:
+                if path.is_dir():
+                    path.rmdir()
+                else:
+                    path.unlink()
+            except OSError:
+                pass
 
     # ------------------------------------------------------------ writing objects
 

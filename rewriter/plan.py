@@ -36,6 +36,7 @@ class Plan:
     function: str
     rev: str
     entries: tuple[Entry, ...]
+    made_at: str = ""  # the revision a loaded plan file was written for ("" when it does not say)
 
     def entry(self, site: Site) -> Entry:
         for e in self.entries:
@@ -142,4 +143,47 @@ def load(path: str, scan: Scan) -> Plan:
         if s.key not in planned:
             raise InputError(f"{path}: the plan has no entry for the call at {s.file}:{s.line} in {s.function}() "
                              f"({s.key}); the plan is stale: write a new one with 'rewriter plan'")
-    return Plan(scan.function, scan.rev, tuple(entries))
+    made_at = data.get("rev", "")
+    if not isinstance(made_at, str):
+        raise InputError(f"{path}: rev must be a string in double quotes, not {made_at!r}; "
+                         f"it is the commit 'rewriter plan' wrote the plan for")
+    if made_at and made_at != scan.rev:
+        _check_same_calls(path, source, header_lines, entries, sites, made_at, scan.rev)
+    return Plan(scan.function, scan.rev, tuple(entries), made_at)
+
+
+_RECORDED = re.compile(r"^# line (\d+): (.*)$")
+
+
+def _recorded_calls(source: str, header_lines: list[int]) -> list[tuple[int, str] | None]:
+    """For each [[call]], the "# line N: CALL" comment 'rewriter plan'
+    wrote below it: the line and the text of the call at the plan's rev."""
+    lines = source.splitlines()
+    out: list[tuple[int, str] | None] = []
+    for n, first in enumerate(header_lines):
+        last = header_lines[n + 1] - 1 if n + 1 < len(header_lines) else len(lines)
+        found = None
+        for line_text in lines[first:last]:
+            m = _RECORDED.match(line_text)
+            if m:
+                found = (int(m.group(1)), m.group(2))
+                break
+        out.append(found)
+    return out
+
+
+def _check_same_calls(path: str, source: str, header_lines: list[int], entries: list[Entry],
+                      sites: dict[str, Site], made_at: str, rev: str) -> None:
+    """A plan written at another revision: each call it names must still
+    be the call it was written for, not another one that took its place
+    (the same file, function and index)."""
+    recorded = _recorded_calls(source, header_lines)
+    for n, entry in enumerate(entries):
+        if n >= len(recorded) or recorded[n] is None:
+            continue  # a hand-written entry: its key is all there is to check
+        line, call = recorded[n]
+        site = sites[entry.key]
+        if " ".join(call.split()) != " ".join(site.call.split()):
+            raise InputError(f"{path}:{header_lines[n]}: {entry.key} was '{call}' at line {line}, but the call "
+                             f"there now is '{site.call}' at line {site.line}; the plan is stale "
+                             f"(made at {made_at[:12]}, tree is at {rev[:12]}); run 'rewriter plan' again")

@@ -15,7 +15,8 @@ the old one goes when nothing calls it.
 
 Nothing outside the new branch, the version record (rewriter.versions)
 and the output directory changes, and those three appear only at the very
-end, once everything else is ready.
+end, once everything else is ready; so do the objects they hold, which are
+written to a quarantine until then (rewriter.gitstore).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import git as gitpython
 
 from rewriter import helpers, mail, maintainers, prose, rewrite, versions
 from rewriter.clex import render as render_tokens
-from rewriter.errors import InputError
+from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, When, parse_ident, tree_with
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
@@ -247,11 +248,26 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             for f in files_now:
                 per_file[f][k].files = {f: contents[f]}
     finally:
-        worker.join()
+        _wait_for(worker)
     if failure:
         raise failure[0]
     removed = helpers.remove(introduced, runner, names, old=scan.function)
     return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+
+
+def _wait_for(worker: threading.Thread) -> None:
+    """Join worker even when an interrupt comes meanwhile, and raise the
+    interrupt once it has stopped: a daemon thread is stopped dead when
+    the command exits, and would leave its scratch directory in TMPDIR."""
+    interrupted: KeyboardInterrupt | None = None
+    while True:
+        try:
+            worker.join()
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 # --------------------------------------------------------------------------
@@ -454,6 +470,11 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     if out.is_dir() and any(out.iterdir()) and not opts.force:
         raise InputError(f"-o {opts.out_dir}: the directory is not empty; name a new or empty one, "
                          f"or pass --force to replace what is in it")
+    _check_out_place(out, opts.out_dir)
+    unwritable = git.writable()
+    if unwritable is not None:
+        raise InputError(f"{tree.path}: cannot write in {unwritable} (a read-only repository, or no permission); "
+                         f"the series is committed there: make it writable, or run rewriter on a clone")
     old_branch = git.resolve(f"refs/heads/{branch}")
     if old_branch and not opts.force:
         raise InputError(f"branch {branch} already exists; choose another with --branch, "
@@ -473,6 +494,42 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
             raise InputError(f"-v {opts.version}: no version {opts.version - 1} of the series is recorded "
                              f"in {tree.path} ({versions.ref(opts.version - 1)}); write it first")
     return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc)
+
+
+def _check_out_place(out: Path, name: str) -> None:
+    """The directory -o DIR is made in (the nearest one that exists above
+    it) must be a directory that can be written."""
+    place = out.absolute().parent
+    while not place.exists() and not place.is_symlink():
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"-o {name}: {place} is not a directory; name a new or empty directory")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise InputError(f"-o {name}: cannot write in {place} (read-only, or no permission); "
+                         f"choose another place with -o")
+
+
+@contextmanager
+def _writing_to(name: str):
+    """Make the missing parents of -o DIR; when the block fails, remove them
+    again, and say in one line that DIR cannot be written (a full disk)."""
+    made: list[Path] = []
+    try:
+        for parent in reversed(Path(name).absolute().parents):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+        yield
+    except BaseException as exc:
+        for parent in reversed(made):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise InputError(f"-o {name}: cannot write the series there ({exc.strerror or exc}); "
+                             f"choose another place with -o") from None
+        raise
 
 
 def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
@@ -497,12 +554,16 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         parent = p.commit = git.commit(tree_id, [parent], p.message(author), author, date.plus(n))
     tip = parent
 
-    out = Path(opts.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
+    # Absolute: git runs in the temporary directory, not here.
+    out = Path(opts.out_dir).absolute()
+    with _writing_to(opts.out_dir), \
+            tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
         work = Path(scratch) / "series"
         say("formatting the patches")
-        files = mail.format_patches(git, base, tip, opts.version, opts.subject_prefix, work, author, date)
+        try:
+            files = mail.format_patches(git, base, tip, opts.version, opts.subject_prefix, work, author, date)
+        except RewriterError as exc:  # it only writes there: a full disk
+            raise InputError(f"-o {opts.out_dir}: {exc}; choose another place with -o") from None
         if len(files) != len(patches) + 1:
             raise InputError(f"git format-patch wrote {len(files)} files for {len(patches)} commits")
         say("finding the recipients")
@@ -522,13 +583,18 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         with _deferred_interrupts():
             _install(work, out, aside)
             try:
-                git.update_refs([(ready.branch_ref, tip, ready.old_branch),
-                                 (ready.record_ref, record_commit, ready.old_record)])
+                added = git.migrate()  # the objects, out of quarantine (rewriter.gitstore)
+                try:
+                    git.update_refs([(ready.branch_ref, tip, ready.old_branch),
+                                     (ready.record_ref, record_commit, ready.old_record)])
+                except BaseException:
+                    git.unmigrate(added)
+                    raise
             except BaseException:
                 _uninstall(out, aside)
                 raise
-    names_out = tuple(str(out / f.name) for f in files)
-    return Result(str(out), names_out, ready.branch, tip, ready.record_ref, tuple(patches))
+    names_out = tuple(str(Path(opts.out_dir) / f.name) for f in files)  # as the user named it
+    return Result(opts.out_dir, names_out, ready.branch, tip, ready.record_ref, tuple(patches))
 
 
 def cover_values(scan: Scan, names: Names, patches: list[Patch], record: versions.Record,
@@ -556,7 +622,13 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
 @contextmanager
 def _deferred_interrupts():
     """Ctrl-C (and SIGTERM) wait until the block is done: the output and
-    the refs appear together.  Outside the main thread nothing changes."""
+    the refs appear together, or neither does.
+
+    When the block fails after an interrupt came (Ctrl-C also stops the
+    git the block runs), the block has undone its work and the interrupt
+    is what is reported.  When it succeeds, the series is complete: from
+    then on interrupts are ignored, so that the command ends as what it is,
+    a success.  Outside the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -565,10 +637,14 @@ def _deferred_interrupts():
            for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    finally:
+    except BaseException:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    # The series is complete; a late interrupt changes nothing now.
+        if caught:
+            raise KeyboardInterrupt from None
+        raise
+    for sig in old:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _install(work: Path, out: Path, aside: Path) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (COMMANDS, CONVERTING_COMMANDS, PLAN_COMMANDS, assert_refused, assert_unchanged,
-                     run, snapshot, workable_plan)
+from harness import (COMMANDS, CONVERTING_COMMANDS, PLAN_COMMANDS, SCANNING_COMMANDS, SERIES_BRANCH,
+                     SERIES_OUT, SERIES_RECORD, assert_refused, assert_unchanged, run, snapshot, workable_plan)
 
 API = "pte_offset_map_nolock"
 by_name = pytest.mark.parametrize  # the commands are parametrized with ids=str
@@ -59,10 +60,11 @@ def test_not_a_git_repository(command, tmp_path):
 
 @by_name("command", COMMANDS, ids=str)
 def test_unknown_revision(command, fixture_repo, tmp_path):
+    args = command.args(fixture_repo, None)
     before = snapshot(fixture_repo)
     for rev in ("no-such-rev", "HEAD~99", "HEAD^{tree}"):
-        result = run([*command.args(fixture_repo, None), "--rev", rev], tmp_path / "run")
-        assert_refused(result, 3, rev, "unknown revision", "--rev")
+        result = run([*args, command.rev_option, rev], tmp_path / "run")
+        assert_refused(result, 3, rev, "unknown revision", command.rev_option)
     assert_unchanged(before, snapshot(fixture_repo))
 
 
@@ -76,6 +78,7 @@ def test_repository_without_commits(command, tools, tmp_path):
 
 @by_name("command", COMMANDS, ids=str)
 def test_tree_without_the_function(command, tools, tmp_path):
+    command.applies("scan")
     repo = tmp_path / "other"
     (repo / "mm").mkdir(parents=True)
     (repo / "mm" / "other.c").write_text("int other(void)\n{\n\treturn 0;\n}\n")
@@ -109,6 +112,7 @@ def _bin_with(tmp_path: Path, spatch: str | None) -> Path:
 
 @by_name("command", COMMANDS, ids=str)
 def test_spatch_missing(command, fixture_repo, tmp_path):
+    command.applies("spatch")
     bin_dir = _bin_with(tmp_path, None)
     result = run(command.args(fixture_repo, None), tmp_path / "run", env={"PATH": str(bin_dir)})
     assert_refused(result, 4, "spatch not found", "install")
@@ -116,6 +120,7 @@ def test_spatch_missing(command, fixture_repo, tmp_path):
 
 @by_name("command", COMMANDS, ids=str)
 def test_spatch_too_old(command, fixture_repo, tmp_path):
+    command.applies("spatch")
     bin_dir = _bin_with(tmp_path, "#!/bin/sh\necho 'spatch version 1.0.8 compiled with OCaml version 4.11.1'\n")
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     result = run(command.args(fixture_repo, None), tmp_path / "run", env={"PATH": path})
@@ -124,6 +129,7 @@ def test_spatch_too_old(command, fixture_repo, tmp_path):
 
 @by_name("command", COMMANDS, ids=str)
 def test_spatch_without_a_version(command, fixture_repo, tmp_path):
+    command.applies("spatch")
     bin_dir = _bin_with(tmp_path, "#!/bin/sh\necho 'something else'\n")
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     result = run(command.args(fixture_repo, None), tmp_path / "run", env={"PATH": path})
@@ -143,6 +149,7 @@ def broken_repo(tools, tmp_path_factory) -> Path:
 @by_name("command", [c for c in COMMANDS if c.scan_errors != 1], ids=str)
 def test_file_spatch_cannot_parse(command, broken_repo, plan_file, tmp_path):
     """scan reports it (tests/test_scan_fixtures.py); the others refuse."""
+    command.applies("scan")
     before = snapshot(broken_repo)
     result = run(command.args(broken_repo, None), tmp_path / "run")
     assert_refused(result, command.scan_errors, "mm/fixture_broken.c", "spatch")
@@ -194,6 +201,7 @@ def macro_repo(tools, tmp_path_factory) -> Path:
 
 @by_name("command", COMMANDS, ids=str)
 def test_call_inside_a_macro_definition(command, macro_repo, scan_data, tmp_path):
+    command.applies("scan")
     c_line = _line_of(MACRO_C, f"\t{API}(")
     h_line = _line_of(MACRO_H, f"= {API}(")
     before = snapshot(macro_repo)
@@ -263,7 +271,7 @@ def test_bytes_that_are_not_utf8_are_refused_by_commands_that_convert(command, t
 
 
 def test_reading_commands_take_crlf_files_as_they_are(crlf_repo, scan_data, tmp_path):
-    for command in COMMANDS:
+    for command in SCANNING_COMMANDS:
         if command.converts:
             continue
         result = run(command.args(crlf_repo, None), tmp_path / command.name)
@@ -291,6 +299,10 @@ MALFORMED = {
     "other-function": (lambda b: b.replace(b'function = "pte_offset_map_nolock"',
                                            b'function = "pte_offset_map"', 1),
                        ("not pte_offset_map_nolock", NEW_PLAN)),
+    "unknown-verdict": (lambda b: b.replace(b'\nverdict = "ro"\n', b'\nverdict = "readonly"\n', 1),
+                        ("unknown verdict 'readonly'", 'use "ro" or "rw"')),
+    "rev-not-a-string": (lambda b: re.sub(rb'(?m)^rev = .*$', b"rev = 12", b, count=1),
+                         ("rev must be a string", "rewriter plan")),
 }
 
 
@@ -302,7 +314,12 @@ def test_malformed_plan(command, case, fixture_repo, plan_file, tmp_path):
     bad.write_bytes(edit(plan_file.read_bytes()))
     before = snapshot(fixture_repo)
     result = run(command.args(fixture_repo, bad), tmp_path / "run")
-    assert_refused(result, 3, str(bad), *needles)
+    line = assert_refused(result, 3, str(bad), *needles)
+    if case == "unknown-verdict":  # the line of the [[call]] that holds it
+        text = bad.read_text().split("\n")
+        changed = next(i for i, t in enumerate(text) if t == 'verdict = "readonly"')
+        header = max(i for i in range(changed) if text[i] == "[[call]]") + 1
+        assert line.startswith(f"{bad}:{header}: "), line
     assert_unchanged(before, snapshot(fixture_repo))
 
 
@@ -330,6 +347,76 @@ def test_stale_plan_after_the_tree_moved_on(command, tools, tmp_path):
     tools.commit_all(repo, "drop the calls of one file")
     result = run(command.args(repo, plan), tmp_path / "run")
     assert_refused(result, 3, "mm/fixture_helpers.c:", "stale", str(plan))
+
+
+SWAPPED_KEY = "mm/fixture_basic.c:fixture_decl_init_ro:0"
+SWAPPED_OLD = "\tpte_t *pte = pte_offset_map_nolock(mm, pmd, addr, &ptl);\n"
+SWAPPED_NEW = "\tpte_t *pte = pte_offset_map_nolock(mm, pmd, addr & PMD_MASK, &ptl);\n"
+
+
+def _call_header_line(plan_text: str, key: str) -> int:
+    """The line of the [[call]] of key in a plan."""
+    file, function, index = key.split(":")
+    lines = plan_text.split("\n")
+    for n, line in enumerate(lines):
+        if line == "[[call]]" and lines[n + 1:n + 4] == [f'file = "{file}"', f'function = "{function}"',
+                                                           f"index = {index}"]:
+            return n + 1
+    raise AssertionError(f"no [[call]] for {key}")
+
+
+@by_name("command", PLAN_COMMANDS, ids=str)
+def test_plan_from_another_revision_with_another_call_at_the_same_place(command, tools, tmp_path):
+    """The same file, function and index, but not the call the plan was
+    written for: refused, with both calls and both revisions."""
+    repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path / "linux")
+    plan = workable_plan(repo, tmp_path / "plan")
+    made = tools.head_sha(repo)
+    basic = repo / "mm" / "fixture_basic.c"
+    text = basic.read_text()
+    assert text.count(SWAPPED_OLD) == 1
+    basic.write_text(text.replace(SWAPPED_OLD, SWAPPED_NEW))
+    now = tools.commit_all(repo, "map another address")
+    old_line = text[:text.index(SWAPPED_OLD)].count("\n") + 1
+    before = snapshot(repo)
+    result = run(command.args(repo, plan), tmp_path / "run")
+    header = _call_header_line(plan.read_text(), SWAPPED_KEY)
+    line = assert_refused(result, 3, f"{plan}:{header}: {SWAPPED_KEY}",
+                          f"'pte_offset_map_nolock(mm, pmd, addr, &ptl)' at line {old_line}",
+                          f"'pte_offset_map_nolock(mm, pmd, addr & PMD_MASK, &ptl)' at line {old_line}",
+                          f"(made at {made[:12]}, tree is at {now[:12]})")
+    assert line.endswith("; run 'rewriter plan' again"), line
+    assert_unchanged(before, snapshot(repo))
+
+
+@by_name("command", PLAN_COMMANDS, ids=str)
+def test_plan_from_an_earlier_revision_whose_calls_are_the_same(command, tools, tmp_path):
+    """Lines moved and a file added since the plan was written, but every
+    call is the one it was written for: the plan is followed, with a note,
+    and gives what a plan written now gives."""
+    repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path / "linux")
+    plan = workable_plan(repo, tmp_path / "plan")
+    made = tools.head_sha(repo)
+    basic = repo / "mm" / "fixture_basic.c"
+    first, rest = basic.read_text().split("\n", 1)
+    basic.write_text(f"{first}\n/*\n * Three lines more above every call.\n */\n{rest}")
+    (repo / "mm" / "unrelated.c").write_text("int unrelated;\n")
+    now = tools.commit_all(repo, "move the calls down")
+    again = tmp_path / "again"  # the same commits, for a second run that makes a branch
+    tools.git(tmp_path, "clone", "-q", str(repo), str(again))
+    fresh = workable_plan(again, tmp_path / "fresh")
+
+    result = run(command.args(repo, plan), tmp_path / "old-plan")
+    assert result.code == 0, result.describe()
+    calls = plan.read_text().count("\n[[call]]\n")
+    assert result.stderr == (f"rewriter: note: {plan} was made at {made[:12]}; the tree is at {now[:12]}, where "
+                             f"its {calls} calls are the same, so it was followed as it is\n")
+    second = run(command.args(again, fresh), tmp_path / "new-plan")
+    assert second.code == 0 and second.err == b"", second.describe()
+    assert result.out == second.out and result.out
+    for name in command.makes:
+        first_files = {f.name: f.read_bytes() for f in (result.cwd / name).iterdir()}
+        assert first_files and first_files == {f.name: f.read_bytes() for f in (second.cwd / name).iterdir()}
 
 
 # --------------------------------------------------------------------------
@@ -386,8 +473,9 @@ def _read_only(path: Path):
 
 
 def test_read_only_repository(tools, fixture_repo, plan_file, tmp_path):
-    """scan and diff write nothing in the repository, so they work in a
-    read-only one; plan -o into it fails with one line."""
+    """scan, plan, diff and check write nothing in the repository, so they
+    work in a read-only one; series, which adds its branch there, and
+    plan -o into it are refused with one line, before any work."""
     repo = tmp_path / "linux"
     shutil.copytree(fixture_repo, repo, symlinks=True)
     with _read_only(repo):
@@ -397,7 +485,15 @@ def test_read_only_repository(tools, fixture_repo, plan_file, tmp_path):
         before = snapshot(repo)
         for command in COMMANDS:
             result = run(command.args(repo, plan_file if command.takes_plan else None), tmp_path / command.name)
-            assert result.code == 0, result.describe()
+            if command.writes_repo:
+                assert_refused(result, 3, f"{repo}: cannot write in {repo}/.git/objects", "read-only",
+                               "run rewriter on a clone")
+            elif command.checkpatch:
+                # The fixture base has no checkpatch.pl: check has cloned
+                # the repository and applied the series, and stops there.
+                assert_refused(result, 3, "has no scripts/checkpatch.pl")
+            else:
+                assert result.code == 0, result.describe()
         result = run(["plan", "--tree", repo, "-o", repo / "plan.toml"], tmp_path / "run")
         assert_refused(result, 3, str(repo / "plan.toml"), "cannot write", "-o")
         assert_unchanged(before, snapshot(repo))
@@ -439,6 +535,15 @@ def test_no_space_left_for_the_semantic_patches(fixture_repo, plan_file, full_tm
     assert os.listdir(full_tmpfs) == ["filler"]
 
 
+def test_no_space_left_for_the_series(scratch_repo, plan_file, full_tmpfs, tmp_path):
+    target = full_tmpfs / "series" / SERIES_OUT
+    before = snapshot(scratch_repo)
+    result = run([*SERIES.args(scratch_repo, plan_file), "-o", target], tmp_path / "run")
+    assert_refused(result, 3, f"-o {target}", "No space left", "choose another place with -o")
+    assert os.listdir(full_tmpfs) == ["filler"]
+    assert_unchanged(before, snapshot(scratch_repo))
+
+
 @pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="no /dev/full here")
 def test_output_to_dev_full(fixture_repo, tmp_path):
     result = run(["plan", "--tree", fixture_repo, "-o", "/dev/full"], tmp_path / "run")
@@ -447,6 +552,65 @@ def test_output_to_dev_full(fixture_repo, tmp_path):
     with open("/dev/full", "wb") as full:
         result = run(["scan", "--tree", fixture_repo, "--format", "json"], tmp_path / "run", stdout=full)
     assert_refused(result, 3, "cannot write the output", "No space left")
+
+
+# --------------------------------------------------------------------------
+# series: what it makes must not exist yet, and it must be able to make it
+# --------------------------------------------------------------------------
+
+SERIES = next(c for c in COMMANDS if c.writes_repo)
+BRANCH_NAME = SERIES_BRANCH.removeprefix("refs/heads/")
+
+
+def test_series_branch_or_version_that_exists(tools, scratch_repo, plan_file, tmp_path):
+    for ref, needles in ((SERIES_BRANCH, (f"branch {BRANCH_NAME} already exists", "--branch", "--force")),
+                         (SERIES_RECORD, ("version 1 of the series is already recorded", SERIES_RECORD, "-v 2",
+                                          "--force"))):
+        tools.git(scratch_repo, "update-ref", ref, "HEAD")
+        before = snapshot(scratch_repo)
+        assert_refused(run(SERIES.args(scratch_repo, plan_file), tmp_path / "run"), 3, *needles)
+        assert_unchanged(before, snapshot(scratch_repo))
+        tools.git(scratch_repo, "update-ref", "-d", ref)
+
+
+def test_series_output_that_cannot_be_made(scratch_repo, plan_file, tmp_path):
+    before = snapshot(scratch_repo)
+    # Not empty: the default -o in the working directory.
+    old = tmp_path / "run" / "cwd" / SERIES_OUT
+    old.mkdir(parents=True)
+    (old / "v0-0001-mine.patch").write_text("keep\n")
+    result = run(SERIES.args(scratch_repo, plan_file), tmp_path / "run")
+    assert_refused(result, 3, f"-o {SERIES_OUT}", "not empty", "--force")
+    assert os.listdir(old) == ["v0-0001-mine.patch"] and (old / "v0-0001-mine.patch").read_text() == "keep\n"
+    # A file, or a file on the way.
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep\n")
+    for target, needles in ((a_file, ("not a directory",)), (a_file / "out", (f"{a_file} is not a directory",))):
+        result = run([*SERIES.args(scratch_repo, plan_file), "-o", target], tmp_path / "run")
+        assert_refused(result, 3, f"-o {target}", *needles)
+    assert a_file.read_text() == "keep\n"
+    # A place that cannot be written.
+    place = tmp_path / "read-only"
+    place.mkdir()
+    with _read_only(place):
+        result = run([*SERIES.args(scratch_repo, plan_file), "-o", place / "deeper" / "out"], tmp_path / "run")
+        assert_refused(result, 3, f"cannot write in {place}", "choose another place with -o")
+        assert os.listdir(place) == []
+    assert_unchanged(before, snapshot(scratch_repo))
+
+
+@by_name("command", CONVERTING_COMMANDS, ids=str)
+def test_names_that_cannot_be_used(command, tools, plan_file, tmp_path):
+    repo = _repo_with(tools, tmp_path, {"mm/taken.c": "int pte_offset_map_ro_nolock;\n"})
+    before = snapshot(repo)
+    for names, needles in (("ro,r-w", ("'pte_offset_map_r-w_nolock' is not a C identifier",)),
+                           ("ro", ("give two different words",)),
+                           ("rw,rw", ("both functions would be called pte_offset_map_rw_nolock",)),
+                           ("ro,rw", ("pte_offset_map_ro_nolock already occurs", "mm/taken.c:1",
+                                      "choose other names with --names"))):
+        result = run([*command.args(repo, plan_file), "--names", names], tmp_path / "run")
+        assert_refused(result, 3, *needles)
+    assert_unchanged(before, snapshot(repo))
 
 
 # --------------------------------------------------------------------------
@@ -459,9 +623,10 @@ def _boom(*_args, **_kwargs):
 
 @pytest.mark.parametrize("debug", [False, True], ids=["plain", "REWRITER_DEBUG=1"])
 def test_internal_error_is_one_line_and_exit_70(monkeypatch, capsys, debug):
-    from rewriter import cli
+    from rewriter import check, cli
 
     monkeypatch.setattr(cli, "open_tree", _boom)
+    monkeypatch.setattr(check, "load_series", _boom)
     if debug:
         monkeypatch.setenv("REWRITER_DEBUG", "1")
     else:

@@ -12,17 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import unidiff
 
+import harness
 from rewriter import maintainers, mail, prose, series
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -528,16 +531,89 @@ def test_the_checked_out_branch_is_not_moved_even_with_force(fresh, tmp_path):
     _refused(fresh, tmp_path / "out", "--branch", "work", "--force", message="is checked out")
 
 
-def test_interrupt_leaves_nothing(fresh, plan_v1, tmp_path):
-    before = snapshot(fresh)
-    # Without the spatch cache the run takes long enough to be interrupted.
-    proc = start("series", "--tree", fresh, "--plan", plan_v1, "-o", tmp_path / "out", env={"REWRITER_CACHE": "off"})
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    code, _out, err = finish(proc, timeout=300)
-    assert code == 130, err
-    assert snapshot(fresh) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"], "no output, no scratch directory"
+# --------------------------------------------------------------------------
+# Ctrl-C at any moment
+# --------------------------------------------------------------------------
+
+SEED = 20241118
+WARM_TRIALS = 24  # with the spatch cache: anywhere in the whole run
+COLD_TRIALS = 6  # without it: while spatch runs (the scan, the first conversions)
+COLD_WINDOW = 12.0  # seconds of such a run that the cold trials spread over
+STARTUP = 0.05  # before this Python itself is starting, and SIGINT kills it as it would any program
+
+
+def _forget_series(repo: Path) -> None:
+    git(repo, "update-ref", "-d", harness.SERIES_BRANCH)
+    git(repo, "update-ref", "-d", harness.SERIES_RECORD)
+
+
+def test_sigint_at_random_points_leaves_nothing(origin, plan_v1, tmp_path):
+    """SIGINT at random moments of `rewriter series`, to the tool alone or
+    to its process group (as Ctrl-C does, stopping spatch and git too).
+    Interrupted: exit 130, one line, and nothing anywhere: no branch, no
+    version record, no object, no output or scratch directory, nothing in
+    TMPDIR.  Finished first: exit 0 and the whole series, the same bytes
+    as an uninterrupted run."""
+    repo = clone(origin, tmp_path / "repo")
+    args = ["series", "--tree", repo, "--plan", plan_v1]  # -o: the default, in the run's working directory
+    # A whole run (which fills the spatch cache, if the tests before have
+    # not), then the run that is timed and that the trials are compared with.
+    for n in range(2):
+        t0 = time.monotonic()
+        whole = harness.run(args, tmp_path / f"whole{n}")
+        duration = time.monotonic() - t0
+        assert whole.code == 0, whole.describe()
+        reference = {f.name: f.read_bytes() for f in harness.assert_series_written(whole, repo)}
+        _forget_series(repo)
+
+    rng = random.Random(SEED)
+    trials = ([(rng.uniform(STARTUP, 1.1 * duration), True) for _ in range(WARM_TRIALS)]
+              + [(rng.uniform(STARTUP, COLD_WINDOW), False) for _ in range(COLD_TRIALS)])
+    counts = Counter()
+    slowest = 0.0
+    for n, (delay, cached) in enumerate(trials):
+        group = n % 2 == 0
+        what = (f"trial {n}: SIGINT to the {'process group' if group else 'tool'} after {delay:.2f}s "
+                f"of a run {'with' if cached else 'without'} the spatch cache")
+        scratch = tmp_path / f"trial{n}"
+        before = harness.snapshot(repo)
+        proc = harness.start(args, scratch, env=None if cached else {"REWRITER_CACHE": "off"})
+        try:
+            try:
+                proc.wait(timeout=delay)
+                sent = None
+            except subprocess.TimeoutExpired:
+                harness.signal_tool(proc, signal.SIGINT, group)
+                sent = time.monotonic()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if sent is not None:
+            slowest = max(slowest, time.monotonic() - sent)
+        after = harness.snapshot(repo)
+        cwd = scratch / "cwd"
+        assert os.listdir(scratch / "tmp") == [], what
+        if proc.returncode == 130:
+            assert sent is not None, what
+            assert (out, err) == (b"", b"rewriter: interrupted; nothing was changed\n"), (what, out, err)
+            harness.assert_nothing_left(before, after)
+            assert os.listdir(cwd) == [], what
+            counts["interrupted"] += 1
+        else:
+            assert proc.returncode == 0 and err == b"", (what, proc.returncode, err)
+            result = harness.Run(0, out, err, [], sorted(os.listdir(cwd)), cwd)
+            assert result.cwd_left == [harness.SERIES_OUT], what
+            harness.assert_series_added(before, after, repo)
+            files = harness.assert_series_written(result, repo)
+            assert {f.name: f.read_bytes() for f in files} == reference, what
+            counts["finished before the signal" if sent is None else "finished, the signal ignored"] += 1
+            _forget_series(repo)
+    print(f"\nSIGINT trials: {dict(counts)}; a whole run took {duration:.1f}s with the cache; "
+          f"the slowest stop took {slowest:.1f}s")
+    assert counts["interrupted"] >= len(trials) * 2 // 3, counts
+    assert slowest < 30, f"took {slowest:.1f}s to stop"
 
 
 # --------------------------------------------------------------------------
