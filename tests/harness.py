@@ -396,13 +396,16 @@ def series_for(tree: Path) -> Path:
             _series_root.append(Path(tempfile.mkdtemp(prefix="rewriter-tests-series-")))
             atexit.register(shutil.rmtree, _series_root[0], True)
         work = _series_root[0] / head
+        shutil.rmtree(work, ignore_errors=True)  # what an earlier failed attempt left
         clone = work / "linux.git"
         subprocess.run(["git", "clone", "-q", "--bare", str(tree), str(clone)], env=git_env(), check=True)
         subprocess.run(["git", "fetch", "-q", str(tree.absolute()), "HEAD:refs/heads/rewriter-tests-base"],
                        cwd=clone, env=git_env(), check=True)
         plan = workable_plan(clone, work, head)
+        # A branch of its own: the tree may have a series of its own already
+        # (the shared fixture repository does once the series tests ran).
         result = run(["series", "--tree", clone, "--rev", head, "--plan", plan, "--author", AUTHOR,
-                      "-o", work / "outgoing"], work)
+                      "--branch", "rewriter-tests/series-for-check", "-o", work / "outgoing"], work)
         assert result.code == 0, result.describe()
         _series_made[head] = work / "outgoing"
     return _series_made[head]
