@@ -7,10 +7,16 @@ paths.cocci -> verdicts -> Scan.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
+import pickle
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from rewriter import cocci, verdicts
+from rewriter import cache, cocci, verdicts
 from rewriter.errors import InputError
 from rewriter.clex import functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
@@ -91,6 +97,52 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
                          f"nothing to convert (check --tree and --rev)")
     files = sorted({path for path, _n, _t in hits})
     sources = {f: tree.read(f) for f in files if f.endswith(C_SUFFIXES)}
+    # A scan is a function of the files that name the function, the
+    # rewriter's own code and templates and the spatch version: a scan
+    # of the same files is read back whole, without a look at them.
+    entry = _stored_scan_entry(runner, function, hits, sources)
+    stored = _load_scan(entry)
+    if stored is not None:
+        return dataclasses.replace(stored, tree=tree.path, rev=tree.rev)
+    result = _scan(tree, runner, function, hits, files, sources)
+    if entry is not None and not result.errors:  # errors may be timeouts: ask again next time
+        cache.store(entry, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    return result
+
+
+def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes]):
+    if runner.cache is None:
+        return None
+    key = hashlib.sha256()
+    for part in (_code_digest(), runner.cache.version, function, json.dumps(hits)):
+        key.update(hashlib.sha256(part.encode("utf-8", "surrogateescape")).digest())
+    for path in sorted(sources):
+        key.update(hashlib.sha256(path.encode() + b"\0" + sources[path]).digest())
+    return runner.cache.directory / "scans" / key.hexdigest()
+
+
+def _load_scan(entry) -> Scan | None:
+    if entry is None:
+        return None
+    try:
+        stored = pickle.loads(entry.read_bytes())
+    except Exception:  # absent, damaged, or written by other code: scan again
+        return None
+    return stored if isinstance(stored, Scan) else None
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The rewriter package and the semantic patch templates, as one digest."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted([*root.glob("*.py"), *(root.parent / "cocci").glob("*.j2")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],
+          sources: dict[str, bytes]) -> Scan:
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
     # Only the functions with a call, and the same-file functions they can

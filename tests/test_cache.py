@@ -49,3 +49,45 @@ def test_cache_off_writes_nothing(tools, fixture_repo, tmp_path, monkeypatch):
     code, _out, err = tools.run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
     assert code == 0, err
     assert not (tmp_path / "xdg").exists() and not (tmp_path / "home" / ".cache").exists()
+
+
+def test_a_stored_scan_is_not_used_for_changed_files(tools, scratch_repo, tmp_path, monkeypatch):
+    """The whole scan is kept, keyed by the files that name the function:
+    a commit that changes one of them is scanned again, and a commit that
+    changes nothing they contain gives the stored scan, at its own rev."""
+    import json
+
+    monkeypatch.setenv("REWRITER_CACHE", str(tmp_path / "cache"))
+    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    assert code == 0, err
+    before = json.loads(out)
+    assert len(list((tmp_path / "cache" / "scans").iterdir())) == 1
+    # A file that does not name the function: the stored scan is used.
+    (scratch_repo / "mm" / "unrelated.c").write_text("// SPDX-License-Identifier: GPL-2.0\nint unrelated;\n")
+    rev = tools.commit_all(scratch_repo, "a file without a call")
+    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    assert code == 0, err
+    same = json.loads(out)
+    assert same["rev"] == rev != before["rev"]
+    assert same["sites"] == before["sites"]
+    # One more call in a file with calls: scanned again.
+    basic = scratch_repo / "mm" / "fixture_basic.c"
+    basic.write_text(basic.read_text() + """
+static void fixture_one_more(struct mm_struct *mm, pmd_t *pmd, unsigned long addr)
+{
+\tspinlock_t *ptl;
+\tpte_t *pte;
+
+\tpte = pte_offset_map_nolock(mm, pmd, addr, &ptl);
+\tif (!pte)
+\t\treturn;
+\tpte_unmap(pte);
+}
+""")
+    tools.commit_all(scratch_repo, "one more call")
+    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    assert code == 0, err
+    after = json.loads(out)
+    assert len(after["sites"]) == len(before["sites"]) + 1
+    assert any(s["function"] == "fixture_one_more" and s["verdict"] == "ro" for s in after["sites"])
+    assert len(list((tmp_path / "cache" / "scans").iterdir())) == 2
