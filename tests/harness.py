@@ -79,6 +79,9 @@ class Command:
     writes_repo: bool = False  # adds its branch and version record to the repository
     ok_codes: tuple[int, ...] = (0,)  # the exit codes of a run that did its work
     checkpatch: bool = False  # runs the base's scripts/checkpatch.pl, which the fixture tree does not have
+    # Writes objects in a scratch clone that borrows the repository's (git
+    # clone --shared): git freshens those of them the repository has.
+    freshens: bool = False
     not_applicable: tuple[tuple[str, str], ...] = ()  # (case, why the case does not apply)
 
     def __str__(self) -> str:
@@ -104,7 +107,7 @@ COMMANDS: tuple[Command, ...] = (
                                           *_with_plan(plan)],
             takes_plan=True, converts=True, makes=(SERIES_OUT,), writes_repo=True),
     Command("check", lambda tree, plan: ["check", "--tree", str(tree), "--series", str(series_for(tree))],
-            rev_option="--base", ok_codes=(0, 1), checkpatch=True, not_applicable=(
+            rev_option="--base", ok_codes=(0, 1), checkpatch=True, freshens=True, not_applicable=(
                 ("scan", "check reads a patch series; it does not look for the calls in the C files"),
                 ("spatch", "check runs no spatch"),
                 ("same-bytes", "check's report says how many seconds each step took"),
@@ -284,9 +287,10 @@ def _freshened(before: dict, after: dict, key: str) -> bool:
 
 
 def assert_nothing_left(before: dict, after: dict) -> None:
-    """What a run that wrote objects and stopped (an interrupt) may leave:
-    nothing, except that the objects it wrote that the repository had
-    already were freshened (see _freshened)."""
+    """What a run that wrote objects and stopped (an interrupt), or wrote
+    them elsewhere with the repository's as alternates, may leave: nothing,
+    except that the objects it wrote that the repository had already were
+    freshened (see _freshened)."""
     changed = [k for k in _changed(before, after) if not _freshened(before, after, k)]
     assert not changed, "changed in the repository: " + _show(before, after, changed)
 
@@ -382,9 +386,10 @@ _series_root: list[Path] = []
 
 def series_for(tree: Path) -> Path:
     """The patch series 'rewriter series' writes for tree's HEAD (with a
-    workable plan), made once per commit in a bare clone, so that tree is
-    only read.  A tree without a commit gets a directory that does not
-    exist: check refuses such a tree before it reads a series."""
+    workable plan), made once per commit in a bare repository that holds
+    that commit and nothing else (not a series branch tree may have), so
+    that tree is only read.  A tree without a commit gets a directory that
+    does not exist: check refuses such a tree before it reads a series."""
     tree = Path(tree)
     head = None
     if (tree / ".git").exists() or (tree / "objects").is_dir():
@@ -395,17 +400,14 @@ def series_for(tree: Path) -> Path:
         if not _series_root:
             _series_root.append(Path(tempfile.mkdtemp(prefix="rewriter-tests-series-")))
             atexit.register(shutil.rmtree, _series_root[0], True)
-        work = _series_root[0] / head
-        shutil.rmtree(work, ignore_errors=True)  # what an earlier failed attempt left
+        work = Path(tempfile.mkdtemp(prefix=f"{head[:12]}-", dir=_series_root[0]))
         clone = work / "linux.git"
-        subprocess.run(["git", "clone", "-q", "--bare", str(tree), str(clone)], env=git_env(), check=True)
-        subprocess.run(["git", "fetch", "-q", str(tree.absolute()), "HEAD:refs/heads/rewriter-tests-base"],
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(clone)], env=git_env(), check=True)
+        subprocess.run(["git", "fetch", "-q", str(tree.absolute()), "HEAD:refs/heads/main"],
                        cwd=clone, env=git_env(), check=True)
         plan = workable_plan(clone, work, head)
-        # A branch of its own: the tree may have a series of its own already
-        # (the shared fixture repository does once the series tests ran).
         result = run(["series", "--tree", clone, "--rev", head, "--plan", plan, "--author", AUTHOR,
-                      "--branch", "rewriter-tests/series-for-check", "-o", work / "outgoing"], work)
+                      "-o", work / "outgoing"], work)
         assert result.code == 0, result.describe()
         _series_made[head] = work / "outgoing"
     return _series_made[head]

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import KERNEL_TREE_ENV, git_env, kernel_tree_or_skip
-from harness import (COMMANDS, assert_series_added, assert_series_written, assert_unchanged, run, signal_tool,
-                     snapshot, start, workable_plan)
+from harness import (COMMANDS, assert_nothing_left, assert_series_added, assert_series_written, assert_unchanged,
+                     run, signal_tool, snapshot, start, workable_plan)
 
 # What check needs at the base besides the series: the kernel's checkpatch
 # and the files it reads.  The fixture tree has no scripts/; when the real
@@ -160,6 +160,8 @@ def test_nothing_changes(state, command, plan_file, tmp_path):
     if command.writes_repo:
         assert_series_added(before, snapshot(repo), repo)
         assert_series_written(result, repo)
+    elif command.freshens:  # after series ran here: the objects of its branch
+        assert_nothing_left(before, snapshot(repo))
     else:
         assert_unchanged(before, snapshot(repo))
     if name == "clean":
