@@ -25,6 +25,18 @@ def default_dir() -> Path | None:
     return Path(base) / "rewriter" / "spatch"
 
 
+def entry(kind: str, *parts: bytes) -> Path | None:
+    """Where a result of this kind, for these inputs, is kept (a digest of
+    them under default_dir()/kind), or None with the cache off."""
+    directory = default_dir()
+    if directory is None:
+        return None
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return directory / kind / h.hexdigest()
+
+
 def jinja_bytecode_cache():
     """Compiled templates, kept beside the spatch results: compiling the
     semantic patch templates costs a warm run more than its cache lookups."""

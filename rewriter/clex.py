@@ -52,13 +52,10 @@ _SELF = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 def tokens(source: str) -> tuple[Token, ...]:
     """The tokens of source.  Remembered: the scan and the rewrite read the
     same files and expressions many times over."""
-    if len(source) < _STORED_FROM:
+    entry = (cache.entry("tokens", _SELF.encode(), source.encode("utf-8", "surrogateescape"))
+             if len(source) >= _STORED_FROM else None)
+    if entry is None:
         return _lex(source)
-    directory = cache.default_dir()
-    if directory is None:
-        return _lex(source)
-    digest = hashlib.sha256(_SELF.encode() + source.encode("utf-8", "surrogateescape")).hexdigest()
-    entry = directory / "tokens" / digest
     try:
         return tuple(Token._make(t) for t in marshal.loads(entry.read_bytes()))
     except (OSError, EOFError, ValueError, TypeError):

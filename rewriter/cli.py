@@ -16,7 +16,7 @@ import threading
 import traceback
 from contextlib import contextmanager
 
-from rewriter import __version__, cache, diffs, rewrite
+from rewriter import __version__, cache, diffs, outputs, rewrite
 from rewriter import plan as plan_mod
 from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
                              RewriterError)
@@ -193,31 +193,18 @@ def write_rules(directory: str, rules: dict[str, str]) -> None:
     """
     _check_rules_dir(directory)
     out = Path(directory).absolute()
-    made = []  # parent directories created here, removed again on failure
-    stage = None
-    try:
-        for parent in reversed(out.parents):
-            if not parent.exists():
-                parent.mkdir()
-                made.append(parent)
+    with outputs.parents_made(directory, f"--emit-cocci {directory}: cannot write ({{reason}}); "
+                                         f"name another directory"):
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".rewriter-tmp", dir=out.parent))
-        os.chmod(stage, 0o777 & ~_umask())
-        for path, rule in sorted(rules.items()):
-            name = path.replace("/", "__") + ".cocci"
-            (stage / name).write_text(f"// spatch --sp-file {name} {path.rsplit('.', 1)[0] if path[-2:].isdigit() else path}\n" + rule)
-        os.replace(stage, out)  # an empty DIR is replaced
-    except BaseException as exc:
-        if stage is not None:
+        try:
+            os.chmod(stage, 0o777 & ~_umask())
+            for path, rule in sorted(rules.items()):
+                name = path.replace("/", "__") + ".cocci"
+                (stage / name).write_text(f"// spatch --sp-file {name} {path.rsplit('.', 1)[0] if path[-2:].isdigit() else path}\n" + rule)
+            os.replace(stage, out)  # an empty DIR is replaced
+        except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
-        for parent in reversed(made):
-            try:
-                parent.rmdir()
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise InputError(f"--emit-cocci {directory}: cannot write ({exc.strerror or exc}); "
-                             f"name another directory") from None
-        raise
+            raise
 
 
 def _check_output_file(path: str, option: str) -> None:

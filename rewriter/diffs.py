@@ -9,6 +9,21 @@ import unidiff
 from rewriter.errors import RewriterError
 
 
+def common_ends(a: list, b: list) -> tuple[int, int]:
+    """How many lines a and b share at the start, and then at the end.
+
+    The edits of a conversion sit in a few functions of a long file: the
+    unchanged head and tail are matched directly, so that difflib
+    (quadratic at worst) only sees the part between them."""
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    return head, tail
+
+
 def unified(changes: dict[str, tuple[bytes, bytes]]) -> unidiff.PatchSet:
     """One git-style diff for all changed files, in path order."""
     chunks: list[str] = []

@@ -115,8 +115,8 @@ class Git:
         proc = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
         return proc.stdout if proc.returncode == 0 else None
 
-    def mode(self, rev: str, path: str) -> str:
-        return self.modes(rev, [path])[path]
+    def tree_id(self, rev: str) -> str:
+        return self.out("rev-parse", f"{rev}^{{tree}}")
 
     def modes(self, rev: str, paths: list[str]) -> dict[str, str]:
         """The mode of each path at rev (100644 for a path not there yet)."""

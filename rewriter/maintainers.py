@@ -51,10 +51,11 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
     perl = shutil.which("perl")
     if script is not None and perl:
         mailmap = git.read_blob(base, ".mailmap")
-        # The script's answer depends on nothing but these inputs and the
-        # patch, so it is kept in the cache under their digest.
+        # The script's answer depends on nothing but these inputs (the base
+        # tree stands for the directories it looks at) and the patch, so it
+        # is kept in the cache under their digest.
         inputs = hashlib.sha256()
-        for part in (script, maintainers, mailmap or b"", base_tree_key(git, base).encode(),
+        for part in (script, maintainers, mailmap or b"", git.tree_id(base).encode(),
                      "\0".join(OPTIONS + TO_OPTIONS + CC_OPTIONS).encode()):
             inputs.update(hashlib.sha256(part).digest())
         texts = [_stable_text(p) for p in patches]
@@ -88,11 +89,6 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
     return [_from_sections(sections, dirs, _patch_files(p.read_text("utf-8", "replace"))) for p in patches]
 
 
-def base_tree_key(git: Git, base: str) -> str:
-    """The base's directories, which the script looks at, as a git tree id."""
-    return git.out("rev-parse", f"{base}^{{tree}}")
-
-
 # Mail headers that are new at every run and tell the script nothing.
 _VOLATILE = re.compile(rb"^(From [0-9a-f]{40} |Date:|Message-I[Dd]:|In-Reply-To:|References:)")
 
@@ -117,12 +113,7 @@ def _stable_text(patch: Path) -> bytes:
 
 
 def _entry(inputs, text_: bytes) -> Path | None:
-    directory = cache.default_dir()
-    if directory is None:
-        return None
-    key = inputs.copy()
-    key.update(text_)
-    return directory / "maintainers" / key.hexdigest()
+    return cache.entry("maintainers", inputs.digest(), text_)
 
 
 def _load(entry: Path | None) -> Recipients | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cocci, text
 from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
+from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
@@ -125,12 +126,7 @@ def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, 
     def inside(first: int, last: int) -> bool:  # lines first..last of before
         return any(start <= first and last <= end for start, end in spans)
 
-    head = 0
-    while head < min(len(a), len(b)) and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
-        tail += 1
+    head, tail = common_ends(b, a)
     out = o[:head]
     middle = difflib.SequenceMatcher(None, b[head:len(b) - tail], a[head:len(a) - tail], autojunk=False)
     for tag, i1, i2, j1, j2 in middle.get_opcodes():

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import git as gitpython
 
-from rewriter import helpers, mail, maintainers, prose, rewrite, versions
+from rewriter import diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter.clex import render as render_tokens
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, When, parse_ident, tree_with
@@ -299,15 +299,7 @@ def line_map(original: bytes, now: bytes) -> dict[int, int]:
     """Line numbers of original -> the same lines in now (unchanged ones)."""
     a = original.decode("utf-8", "surrogateescape").splitlines()
     b = now.decode("utf-8", "surrogateescape").splitlines()
-    # The edits sit in a few functions of a long file: match the unchanged
-    # head and tail directly and let difflib (quadratic at worst) see only
-    # the part between them.
-    head = 0
-    while head < min(len(a), len(b)) and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(a), len(b)) - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
-        tail += 1
+    head, tail = diffs.common_ends(a, b)
     out = {k + 1: k + 1 for k in range(head)}
     for k in range(tail):
         out[len(a) - k] = len(b) - k
@@ -509,29 +501,6 @@ def _check_out_place(out: Path, name: str) -> None:
                          f"choose another place with -o")
 
 
-@contextmanager
-def _writing_to(name: str):
-    """Make the missing parents of -o DIR; when the block fails, remove them
-    again, and say in one line that DIR cannot be written (a full disk)."""
-    made: list[Path] = []
-    try:
-        for parent in reversed(Path(name).absolute().parents):
-            if not parent.exists():
-                parent.mkdir()
-                made.append(parent)
-        yield
-    except BaseException as exc:
-        for parent in reversed(made):
-            try:
-                parent.rmdir()
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise InputError(f"-o {name}: cannot write the series there ({exc.strerror or exc}); "
-                             f"choose another place with -o") from None
-        raise
-
-
 def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
           ready: Prepared, progress=None) -> Result:
     """Build the series and write it out; see the module's docstring."""
@@ -547,7 +516,7 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
     say("committing")
     date = series_date(git, base)
     parent = base
-    tree_id = git.out("rev-parse", f"{base}^{{tree}}")
+    tree_id = git.tree_id(base)
     for n, p in enumerate(patches, 1):
         modes = git.modes(base, sorted(p.files))
         tree_id = tree_with(git, tree_id, {path: (modes[path], git.blob(data)) for path, data in p.files.items()})
@@ -556,7 +525,8 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
 
     # Absolute: git runs in the temporary directory, not here.
     out = Path(opts.out_dir).absolute()
-    with _writing_to(opts.out_dir), \
+    with outputs.parents_made(opts.out_dir, f"-o {opts.out_dir}: cannot write the series there ({{reason}}); "
+                                            f"choose another place with -o"), \
             tempfile.TemporaryDirectory(prefix=f".{out.name}.rewriter-", dir=out.parent) as scratch:
         work = Path(scratch) / "series"
         say("formatting the patches")

@@ -7,7 +7,6 @@ gives the same answer and nothing in it is touched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -106,11 +105,7 @@ class Tree:
 
 
 def _hits_file(tree_id: str, word: str) -> Path | None:
-    directory = cache.default_dir()
-    if directory is None:
-        return None
-    key = hashlib.sha256(f"git-grep-w-F\0{tree_id}\0{word}".encode()).hexdigest()
-    return directory / "grep" / key
+    return cache.entry("grep", b"git grep -w -F", tree_id.encode(), word.encode())
 
 
 def _load_hits(tree_id: str, word: str) -> list[Hit] | None:
