@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import unidiff
 
+from harness import UNPLACEABLE, set_in_plan
+
 API = "pte_offset_map_nolock"
-UNPLACEABLE = "mm/fixture_return.c:fixture_map_for_caller:0"
 
 
 def _plan(tools, repo: Path, tmp_path: Path) -> Path:
@@ -22,27 +23,12 @@ def _plan(tools, repo: Path, tmp_path: Path) -> Path:
     return out
 
 
-def _set(plan_text: str, key: str, field: str, value: str) -> str:
-    """Set field of the [[call]] named by key (file:function:index)."""
-    file, function, index = key.split(":")
-    blocks = plan_text.split("\n[[call]]\n")
-    for i, b in enumerate(blocks):
-        if f'file = "{file}"' in b and f'function = "{function}"' in b and f"index = {index}\n" in b:
-            if re.search(rf"^{field} = .*$", b, flags=re.M):
-                b = re.sub(rf"^{field} = .*$", f"{field} = {value}", b, count=1, flags=re.M)
-            else:
-                b = b.replace(f"index = {index}\n", f"index = {index}\n{field} = {value}\n", 1)
-            blocks[i] = b
-            return "\n[[call]]\n".join(blocks)
-    raise AssertionError(f"no call {key} in the plan")
-
-
 @pytest.fixture
 def workable_plan(tools, fixture_repo, tmp_path) -> Path:
     """The default plan, with the one call that needs a person's decision
     (it hands the table back unlocked) set to a dummy pmdval."""
     path = _plan(tools, fixture_repo, tmp_path)
-    path.write_text(_set(path.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    path.write_text(set_in_plan(path.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
     return path
 
 
@@ -93,7 +79,7 @@ def full_diff(tools, tmp_path_factory):
     plan = tmp_path_factory.mktemp("plan") / "plan.toml"
     code, _o, err = tools.run_rewriter("plan", "--tree", repo, "-o", plan)
     assert code == 0, err
-    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
     code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan)
     assert code == 0, err
     return repo, plan, out
@@ -191,7 +177,7 @@ def test_diff_changes_nothing_in_a_dirty_repository(tools, scratch_repo, tmp_pat
     tools.git(repo, "add", "mm/fixture_locks.c")
     (repo / "untracked.txt").write_text("keep me\n")
     plan = _plan(tools, repo, tmp_path)
-    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
     before = _snapshot(repo)
     code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan, "--emit-cocci", tmp_path / "cocci")
     assert code == 0, err
@@ -291,13 +277,13 @@ def test_recheck_without_a_failure_action_needs_the_plan(tools, scratch_repo, tm
     (scratch_repo / "mm" / "fixture_unchecked.c").write_text(NO_FAILURE_CHECK)
     tools.commit_all(scratch_repo, "a caller that never checks the mapping")
     plan = _plan(tools, scratch_repo, tmp_path)
-    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
     key = "mm/fixture_unchecked.c:fixture_unchecked_clear:0"
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
                                         "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
     assert code == 3 and out == ""
     assert key in err and "on_recheck_fail" in err
-    plan.write_text(_set(plan.read_text(), key, "on_recheck_fail", '"return;"'))
+    plan.write_text(set_in_plan(plan.read_text(), key, "on_recheck_fail", '"return;"'))
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
                                         "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
     assert code == 0, err
@@ -336,13 +322,13 @@ def test_paths_to_different_failure_checks_need_the_plan(tools, scratch_repo, tm
     (scratch_repo / "mm" / "fixture_two_checks.c").write_text(TWO_FAILURE_CHECKS)
     tools.commit_all(scratch_repo, "a caller that checks the mapping in two places")
     plan = _plan(tools, scratch_repo, tmp_path)
-    plan.write_text(_set(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
     key = "mm/fixture_two_checks.c:fixture_two_checks_clear:0"
     site = "mm/fixture_two_checks.c:fixture_two_checks_clear"
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan, "--site", site)
     assert code == 3 and out == ""
     assert key in err and "different 'if (!pte)' checks" in err and "on_recheck_fail" in err
-    plan.write_text(_set(plan.read_text(), key, "on_recheck_fail", '"return -EAGAIN;"'))
+    plan.write_text(set_in_plan(plan.read_text(), key, "on_recheck_fail", '"return -EAGAIN;"'))
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan, "--site", site)
     assert code == 0, err
     added = [l.value.rstrip("\n") for p in unidiff.PatchSet(out) for h in p for l in h if l.is_added]

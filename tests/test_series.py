@@ -30,7 +30,7 @@ from rewriter import maintainers, mail, prose, series
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 API = "pte_offset_map_nolock"
-UNPLACEABLE = "mm/fixture_return.c:fixture_map_for_caller:0"
+UNPLACEABLE = harness.UNPLACEABLE
 CHANGED = "mm/fixture_basic.c:fixture_decl_init_ro:0"  # flipped to rw for v2
 BRANCH = "rewriter/pte-map-readonly-maywrite-v1"
 IDENTITY = ("Series Tester", "series-tester@example.org")
@@ -128,16 +128,6 @@ def clone(origin: Path, dest: Path, *options: str) -> Path:
     return dest
 
 
-def set_field(plan_text: str, key: str, field: str, value: str) -> str:
-    file, function, index = key.split(":")
-    blocks = plan_text.split("\n[[call]]\n")
-    for i, b in enumerate(blocks):
-        if f'file = "{file}"' in b and f'function = "{function}"' in b and f"index = {index}\n" in b:
-            blocks[i] = re.sub(rf"^{field} = .*$", f"{field} = {value}", b, count=1, flags=re.M)
-            return "\n[[call]]\n".join(blocks)
-    raise AssertionError(f"no call {key} in the plan")
-
-
 def snapshot(repo: Path) -> dict:
     files = {}
     for root, dirs, names in os.walk(repo):
@@ -202,8 +192,8 @@ def plan_v1(origin, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("plans") / "plan.toml"
     code, _out, err = run("plan", "--tree", origin, "-o", path)
     assert code == 0, err
-    text = set_field(path.read_text(), UNPLACEABLE, "recheck", '"dummy"')
-    text = set_field(text, UNPLACEABLE, "reason",
+    text = harness.set_in_plan(path.read_text(), UNPLACEABLE, "recheck", '"dummy"')
+    text = harness.set_in_plan(text, UNPLACEABLE, "reason",
                      '"the caller takes the lock and checks the entry with pte_same() before it writes"')
     path.write_text(text)
     return path
@@ -245,9 +235,9 @@ def runs(origin, plan_v1, tmp_path_factory):
 def v2(runs, plan_v1, tmp_path_factory):
     """Version 2 in clone a, with one verdict changed in the plan."""
     path = tmp_path_factory.mktemp("plan2") / "plan.toml"
-    text = set_field(plan_v1.read_text(), CHANGED, "verdict", '"rw"')
-    text = set_field(text, CHANGED, "recheck", '"dummy"')
-    text = set_field(text, CHANGED, "reason", '"its caller checks the entry with pte_same() under the lock"')
+    text = harness.set_in_plan(plan_v1.read_text(), CHANGED, "verdict", '"rw"')
+    text = harness.set_in_plan(text, CHANGED, "recheck", '"dummy"')
+    text = harness.set_in_plan(text, CHANGED, "reason", '"its caller checks the entry with pte_same() under the lock"')
     path.write_text(text)
     out = runs.top / "out-a-v2"
     code, stdout, err = run("series", "--tree", runs.a, "--plan", path, "-v", "2", "-o", out)
