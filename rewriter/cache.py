@@ -9,6 +9,7 @@ interrupted run leaves nothing half-written; a damaged entry is ignored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,18 @@ def entry(kind: str, *parts: bytes) -> Path | None:
     for part in parts:
         h.update(hashlib.sha256(part).digest())
     return directory / kind / h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """rewriter's own code and every template it renders, as one digest: a
+    stored result made by other code is not one this code would make."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for path in sorted([*(root / "rewriter").glob("*.py"), *(root / "cocci").glob("*.j2"),
+                        *(root / "templates").rglob("*.j2")]):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def jinja_bytecode_cache():

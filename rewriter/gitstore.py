@@ -14,6 +14,7 @@ interrupted before that leaves no object behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -73,6 +74,7 @@ class Git:
         self.git_dir = str(git_dir)
         self._quarantine: str | None = None  # the private object directory, inside quarantine()
         self._objects: str | None = None  # the repository's object directory, once asked for
+        self._format: str | None = None  # sha1 or sha256, once asked for
 
     def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -242,6 +244,26 @@ class Git:
     def blob(self, data: bytes) -> str:
         return self.out("hash-object", "-w", "--stdin", input=data)
 
+    def blobs(self, datas: list[bytes]) -> list[str]:
+        """blob() of each, with one git for all of them."""
+        if not datas:
+            return []
+        with tempfile.TemporaryDirectory(prefix="rewriter-blobs-") as tmp:
+            paths = []
+            for i, data in enumerate(datas):
+                paths.append(os.path.join(tmp, str(i)))
+                Path(paths[-1]).write_bytes(data)
+            ids = self.out("hash-object", "-w", "--no-filters", "--stdin-paths",
+                           input="".join(f"{p}\n" for p in paths).encode()).split()
+        if len(ids) != len(datas):
+            raise RewriterError(f"git hash-object gave {len(ids)} ids for {len(datas)} files")
+        return ids
+
+    def object_format(self) -> str:
+        if self._format is None:
+            self._format = self.out("rev-parse", "--show-object-format") or "sha1"
+        return self._format
+
     def commit(self, tree: str, parents: list[str], message: str, author: Ident, when: When) -> str:
         env = self.env({
             "GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email, "GIT_AUTHOR_DATE": str(when),
@@ -272,34 +294,70 @@ class Git:
                              f"nothing was written")
 
 
-def tree_with(git: Git, tree: str, files: dict[str, tuple[str, str]]) -> str:
-    """The id of tree with files ({path: (mode, blob)}) put in, made with
-    ls-tree and mktree on just the directories on their paths.
+class Trees:
+    """Trees made from others by putting files in, reading and making just
+    the directories on their paths.
 
     An index of the whole tree would do, but every update-index and
     write-tree reads and writes all of it (86k entries, 0.1 s each, for a
-    kernel); this touches only what changes.
+    kernel).  Here a tree is listed once (ls-tree) however many commits
+    change it, the new trees' ids are computed as git computes them, and
+    write() makes all of them with one mktree, which must agree on the ids.
     """
-    here: dict[str, tuple[str, str]] = {}
-    below: dict[str, dict[str, tuple[str, str]]] = {}
-    for path, entry in files.items():
-        head, sep, rest = path.partition("/")
-        if sep:
-            below.setdefault(head, {})[rest] = entry
-        else:
-            here[head] = entry
-    entries: dict[str, tuple[str, str, str]] = {}  # name -> (mode, type, id)
-    if tree:
-        out = git.run("ls-tree", "-z", tree).stdout.decode("utf-8", "surrogateescape")
-        for item in filter(None, out.split("\0")):
-            meta, name = item.split("\t", 1)
-            mode, kind, oid = meta.split()
-            entries[name] = (mode, kind, oid)
-    for name, sub in below.items():
-        old = entries.get(name)
-        subtree = old[2] if old is not None and old[1] == "tree" else ""
-        entries[name] = ("040000", "tree", tree_with(git, subtree, sub))
-    for name, (mode, blob) in here.items():
-        entries[name] = (mode, "blob", blob)
-    data = "".join(f"{mode} {kind} {oid}\t{name}\0" for name, (mode, kind, oid) in sorted(entries.items()))
-    return git.out("mktree", "-z", input=data.encode("utf-8", "surrogateescape"))
+
+    def __init__(self, git: Git):
+        self.git = git
+        self._entries: dict[str, dict[str, tuple[str, str, str]]] = {}  # id -> name -> (mode, type, id)
+        self._pending: dict[str, str] = {}  # id -> mktree -z input, children before parents
+
+    def with_files(self, tree: str, files: dict[str, tuple[str, str]]) -> str:
+        """The id of tree with files ({path: (mode, blob)}) put in."""
+        here: dict[str, tuple[str, str]] = {}
+        below: dict[str, dict[str, tuple[str, str]]] = {}
+        for path, entry in files.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                below.setdefault(head, {})[rest] = entry
+            else:
+                here[head] = entry
+        entries = dict(self._list(tree)) if tree else {}
+        for name, sub in below.items():
+            old = entries.get(name)
+            subtree = old[2] if old is not None and old[1] == "tree" else ""
+            entries[name] = ("040000", "tree", self.with_files(subtree, sub))
+        for name, (mode, blob) in here.items():
+            entries[name] = (mode, "blob", blob)
+        return self._make(entries)
+
+    def write(self) -> None:
+        if not self._pending:
+            return
+        data = "".join(text + "\0" for text in self._pending.values())
+        made = self.git.out("mktree", "-z", "--batch", input=data.encode("utf-8", "surrogateescape")).split()
+        if made != list(self._pending):
+            raise RewriterError("internal error: git mktree made other trees than were computed")
+        self._pending.clear()
+
+    def _list(self, tree: str) -> dict[str, tuple[str, str, str]]:
+        if tree not in self._entries:
+            out = self.git.run("ls-tree", "-z", tree).stdout.decode("utf-8", "surrogateescape")
+            entries = {}
+            for item in filter(None, out.split("\0")):
+                meta, name = item.split("\t", 1)
+                mode, kind, oid = meta.split()
+                entries[name] = (mode, kind, oid)
+            self._entries[tree] = entries
+        return self._entries[tree]
+
+    def _make(self, entries: dict[str, tuple[str, str, str]]) -> str:
+        # git orders a tree's entries by name, a directory's name as if it
+        # ended in "/", and writes a directory's mode without the 0.
+        order = sorted(entries, key=lambda n: n.encode("utf-8", "surrogateescape") + (
+            b"/" if entries[n][1] == "tree" else b""))
+        body = b"".join(f"{entries[n][0].lstrip('0')} {n}".encode("utf-8", "surrogateescape") + b"\0"
+                        + bytes.fromhex(entries[n][2]) for n in order)
+        oid = hashlib.new(self.git.object_format(), b"tree %d\0" % len(body) + body).hexdigest()
+        if oid not in self._entries:
+            self._entries[oid] = entries
+            self._pending[oid] = "".join(f"{entries[n][0]} {entries[n][1]} {entries[n][2]}\t{n}\0" for n in order)
+        return oid

@@ -34,10 +34,19 @@ from rewriter.mail import address_key, check_address, merge, split_addresses
 
 SCRIPT = "scripts/get_maintainer.pl"
 MAINTAINERS = "MAINTAINERS"
-OPTIONS = ("--no-tree", "--no-git", "--no-git-fallback", "--no-rolestats", "--no-fixes",
-           "--no-interactive")
-TO_OPTIONS = ("--m", "--no-r", "--no-l", "--no-s")
-CC_OPTIONS = ("--no-m", "--r", "--l", "--no-s")
+OPTIONS = ("--no-tree", "--no-git", "--no-git-fallback", "--no-fixes", "--no-interactive", "--no-s")
+# One run per patch names everyone with their roles, and the roles say who
+# goes to To: and who to Cc: (each run costs a quarter of a second).  The
+# script names a person once, with the role it met first; so a reviewer
+# who is a maintainer somewhere too is asked about again with two runs,
+# maintainers only and the others only.
+BOTH = ("--rolestats", "--m", "--r", "--l")
+TO_OPTIONS = ("--no-rolestats", "--m", "--no-r", "--no-l")
+CC_OPTIONS = ("--no-rolestats", "--no-m", "--r", "--l")
+# "Name <address> (role)": "open list:SECTION" and the like are lists,
+# "reviewer:SECTION" an R: entry; the others (maintainer, supporter, odd
+# fixer, ...) are the section's M: people.
+_ROLES = re.compile(r"^(?P<address>[^<>]*<[^<>]+>|[^\s<>]+)\s+\((?P<roles>.*)\)$")
 
 Recipients = tuple[list[str], list[str]]  # (To, Cc)
 
@@ -56,7 +65,7 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
         # is kept in the cache under their digest.
         inputs = hashlib.sha256()
         for part in (script, maintainers, mailmap or b"", git.tree_id(base).encode(),
-                     "\0".join(OPTIONS + TO_OPTIONS + CC_OPTIONS).encode()):
+                     "\0".join(OPTIONS + BOTH + TO_OPTIONS + CC_OPTIONS).encode()):
             inputs.update(hashlib.sha256(part).digest())
         texts = [_stable_text(p) for p in patches]
         entries = [_entry(inputs, t) for t in texts]
@@ -72,11 +81,12 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
                     (root / ".mailmap").write_bytes(mailmap)
                 for d in git.directories(base):
                     (root / d).mkdir(parents=True, exist_ok=True)
+                in_charge = _maintainer_keys(maintainers)
 
                 def one(i: int) -> Recipients:
                     path = root / f"{i:04d}.patch"
                     path.write_bytes(texts[i])
-                    return _run_script(perl, root, path, patches[i].name)
+                    return _run_script(perl, root, path, patches[i].name, in_charge)
 
                 with ThreadPoolExecutor(max_workers=4) as pool:
                     for i, found in zip(missing, pool.map(one, missing)):
@@ -126,7 +136,7 @@ def _load(entry: Path | None) -> Recipients | None:
         return None
 
 
-def _run_script(perl: str, root: Path, patch: Path, name: str) -> Recipients:
+def _run_script(perl: str, root: Path, patch: Path, name: str, in_charge: set[str]) -> Recipients:
     env = {"HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 
     def run(options: tuple[str, ...]) -> list[str]:
@@ -135,9 +145,29 @@ def _run_script(perl: str, root: Path, patch: Path, name: str) -> Recipients:
         if proc.returncode != 0:
             last = next((l for l in reversed(proc.stderr.splitlines()) if l.strip()), "no message")
             raise RewriterError(f"{SCRIPT} failed on {name}: {last}")
-        return [check_address(line, SCRIPT) for line in proc.stdout.splitlines() if line.strip()]
+        return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
 
-    return run(TO_OPTIONS), run(CC_OPTIONS)
+    to: list[str] = []
+    cc: list[str] = []
+    for line in run(BOTH):
+        m = _ROLES.match(line)
+        if m is None:
+            raise RewriterError(f"{SCRIPT} gave a line without a role for {name}: {line!r}")
+        address = check_address(m.group("address"), SCRIPT)
+        # Without git, each address has one role: "KIND:SECTION" (a
+        # section's name may hold commas and colons), or "open list".
+        kind = m.group("roles").split(":", 1)[0]
+        if kind == "reviewer" and address_key(address) in in_charge:
+            return ([check_address(a, SCRIPT) for a in run(TO_OPTIONS)],
+                    [check_address(a, SCRIPT) for a in run(CC_OPTIONS)])
+        (cc if kind == "reviewer" or kind.endswith(" list") else to).append(address)
+    return to, cc
+
+
+def _maintainer_keys(maintainers: bytes) -> set[str]:
+    """address_key() of everyone who is an M: somewhere in MAINTAINERS."""
+    return {address_key(a) for s in parse(maintainers.decode("utf-8", "replace"))
+            for a in _addresses(s.entries.get("M", []))}
 
 
 # --------------------------------------------------------------------------

@@ -221,6 +221,7 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
     for s in scan.sites:
         if only is None or s.key in only:
             by_file.setdefault(s.file, []).append(s)
+    tree.blob_ids(by_file)  # one ls-tree for all of them
     sources = {f: tree.read(f) for f in by_file}
     # A read-only call is only renamed: its function's shape is not needed.
     placed = {f: sites for f, sites in by_file.items() if any(plan.entry(s).verdict != "ro" for s in sites)}

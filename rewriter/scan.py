@@ -8,13 +8,11 @@ paths.cocci -> verdicts -> Scan.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import pickle
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rewriter import cache, cocci, verdicts
 from rewriter.errors import InputError
@@ -96,7 +94,9 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
         raise InputError(f"{function} does not occur in {tree.path} at {tree.rev[:12]}; "
                          f"nothing to convert (check --tree and --rev)")
     files = sorted({path for path, _n, _t in hits})
-    sources = {f: tree.read(f) for f in files if f.endswith(C_SUFFIXES)}
+    c_files = [f for f in files if f.endswith(C_SUFFIXES)]
+    tree.blob_ids(c_files)  # one ls-tree for all of them
+    sources = {f: tree.read(f) for f in c_files}
     # A scan is a function of the files that name the function, the
     # rewriter's own code and templates and the spatch version: a scan
     # of the same files is read back whole, without a look at them.
@@ -114,7 +114,7 @@ def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[
     if runner.cache is None:
         return None
     key = hashlib.sha256()
-    for part in (_code_digest(), runner.cache.version, function, json.dumps(hits)):
+    for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits)):
         key.update(hashlib.sha256(part.encode("utf-8", "surrogateescape")).digest())
     for path in sorted(sources):
         key.update(hashlib.sha256(path.encode() + b"\0" + sources[path]).digest())
@@ -129,16 +129,6 @@ def _load_scan(entry) -> Scan | None:
     except Exception:  # absent, damaged, or written by other code: scan again
         return None
     return stored if isinstance(stored, Scan) else None
-
-
-@functools.lru_cache(maxsize=1)
-def _code_digest() -> str:
-    """The rewriter package and the semantic patch templates, as one digest."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted([*root.glob("*.py"), *(root.parent / "cocci").glob("*.j2")]):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
 
 
 def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -35,10 +36,10 @@ from pathlib import Path
 
 import git as gitpython
 
-from rewriter import diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
+from rewriter import cache, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter.clex import render as render_tokens
 from rewriter.errors import InputError, RewriterError
-from rewriter.gitstore import Git, Ident, When, parse_ident, tree_with
+from rewriter.gitstore import Git, Ident, Trees, When, parse_ident
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import Runner
@@ -224,6 +225,18 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
         raise rewrite.RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
                                    f"rewriter cannot do both in one file yet: convert its calls by hand first")
 
+    # The contents are a function of the files read, the plan, the names
+    # and rewriter itself: a series made again from the same ones reads
+    # them back instead of running the rounds and the helpers' rules.
+    entry = _conversion_entry(tree, runner, scan, convert, names)
+    stored = _load_conversion(entry, len(convert) + 2)
+    if stored is not None:
+        helpers.check_names_free(tree, names)  # as introduce() would
+        introduced, *converted, removed = stored
+        for p, files in zip(convert, converted):
+            p.files = files
+        return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+
     introduced: dict[str, bytes] = {}
     failure: list[BaseException] = []
     # GitPython's Repo is not for two threads: the helpers read through
@@ -252,7 +265,39 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
     if failure:
         raise failure[0]
     removed = helpers.remove(introduced, runner, names, old=scan.function)
+    if entry is not None:
+        cache.store(entry, pickle.dumps([introduced, *(p.files for p in convert), removed],
+                                        protocol=pickle.HIGHEST_PROTOCOL))
     return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+
+
+def _conversion_entry(tree: Tree, runner: Runner, scan: Scan, convert: list[Patch], names: Names):
+    """Where plan_patches() keeps its contents for these inputs: rewriter's
+    code and templates, the spatch version, the names, the calls with their
+    plan entries in series order, and the bytes of every file it reads."""
+    if runner.cache is None:
+        return None
+    parts = [cache.code_digest(), runner.cache.version, scan.function, names.readonly, names.maywrite]
+    for p in convert:
+        parts.append(repr([(s.key, s.line, s.column, s.verdict, e) for s, e in p.calls]))
+    read = sorted({p.file for p in convert} | set(helpers.FILES))
+    blobs = tree.blob_ids(read)
+    if blobs is None:  # a file is missing: let the conversion say so
+        return None
+    parts += [f"{path}\0{blobs[path]}" for path in read]
+    return cache.entry("conversions", *(part.encode("utf-8", "surrogateescape") for part in parts))
+
+
+def _load_conversion(entry, count: int) -> list[dict[str, bytes]] | None:
+    if entry is None:
+        return None
+    try:
+        stored = pickle.loads(entry.read_bytes())
+    except Exception:  # absent, damaged, or written by other code: convert again
+        return None
+    if not (isinstance(stored, list) and len(stored) == count and all(isinstance(f, dict) for f in stored)):
+        return None
+    return stored
 
 
 def _wait_for(worker: threading.Thread) -> None:
@@ -517,9 +562,15 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
     date = series_date(git, base)
     parent = base
     tree_id = git.tree_id(base)
-    for n, p in enumerate(patches, 1):
-        modes = git.modes(base, sorted(p.files))
-        tree_id = tree_with(git, tree_id, {path: (modes[path], git.blob(data)) for path, data in p.files.items()})
+    modes = git.modes(base, sorted({path for p in patches for path in p.files}))
+    blobs = iter(git.blobs([data for p in patches for data in p.files.values()]))
+    trees = Trees(git)
+    tree_ids = []
+    for p in patches:
+        tree_id = trees.with_files(tree_id, {path: (modes[path], next(blobs)) for path in p.files})
+        tree_ids.append(tree_id)
+    trees.write()
+    for n, (p, tree_id) in enumerate(zip(patches, tree_ids), 1):
         parent = p.commit = git.commit(tree_id, [parent], p.message(author), author, date.plus(n))
     tip = parent
 

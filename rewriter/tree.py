@@ -27,6 +27,7 @@ Hit = tuple[str, int, str]  # (file, line, text)
 _grep_memo: dict[tuple[str, str], list[Hit]] = {}
 _grep_lock = threading.Lock()
 _blob_memo: dict[tuple[str, str, str], bytes] = {}
+_id_memo: dict[tuple[str, str, str], str] = {}
 GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
                "-c", "core.deltaBaseCacheLimit=16m")
 
@@ -41,13 +42,33 @@ class Tree:
 
     def read(self, relpath: str) -> bytes:
         """The blob of relpath at this commit (remembered: the stages read
-        the same few files again and again)."""
+        the same few files again and again).  KeyError if it is not a
+        file there."""
         key = (self.repo.git_dir, self.rev, relpath)
         data = _blob_memo.get(key)
         if data is None:
-            blob = self.repo.commit(self.rev).tree / relpath
-            data = _blob_memo[key] = blob.data_stream.read()
+            ids = self.blob_ids([relpath])
+            if ids is None:
+                raise KeyError(relpath)
+            data = _blob_memo[key] = self.repo.odb.stream(bytes.fromhex(ids[relpath])).read()
         return data
+
+    def blob_ids(self, relpaths) -> dict[str, str] | None:
+        """{path: blob id} at this commit, or None when one is not a file
+        there: ids name contents without reading them.  One ls-tree for
+        all of them (GitPython parses every tree on the way in Python)."""
+        paths = list(dict.fromkeys(relpaths))
+        missing = [p for p in paths if (self.repo.git_dir, self.rev, p) not in _id_memo]
+        if missing:
+            out = self.repo.git.execute(["git", "--literal-pathspecs", "ls-tree", "-z", "--full-tree",
+                                         self.rev, "--", *missing], strip_newline_in_stdout=False)
+            for item in filter(None, out.split("\0")):
+                meta, name = item.split("\t", 1)
+                mode, kind, oid = meta.split()
+                if kind == "blob" and not mode.startswith("16"):
+                    _id_memo[(self.repo.git_dir, self.rev, name)] = oid
+        ids = {p: _id_memo.get((self.repo.git_dir, self.rev, p)) for p in paths}
+        return None if None in ids.values() else ids
 
     def grep_lines(self, word: str) -> list[Hit]:
         """(file, line, text) of every line at this commit with word in it."""

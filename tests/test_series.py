@@ -651,6 +651,73 @@ def test_maintainers_patterns():
     assert to == [] and cc == ["linux-kernel@example.org"]
 
 
+ROLES_MAINTAINERS = """\
+MEMORY MANAGEMENT
+M:\tAndrew Fixture <akpm@example.org>
+M:\tRita Reviewer <rita@example.org>
+L:\tlinux-mm@example.org
+S:\tMaintained
+F:\tmm/
+
+MM FIXTURE A
+M:\tAlice Odd <alice@example.org>
+R:\tRita Reviewer <rita@example.org>
+R:\tBob Reviewer <bob@example.org>
+L:\ta-list@example.org (moderated for non-subscribers)
+S:\tOdd Fixes
+F:\tmm/a.c
+
+THE REST
+M:\tLinus Torvalds <torvalds@linux-foundation.org>
+L:\tlinux-kernel@example.org
+S:\tBuried alive in reporters
+F:\t*
+F:\t*/
+"""
+
+
+@pytest.mark.kernel
+def test_maintainers_roles_from_the_script(kernel_tree, tmp_path, monkeypatch):
+    """The tree's get_maintainer.pl runs once per patch and its roles sort
+    To: from Cc:.  It names a person once, with the first role it meets: a
+    reviewer of mm/a.c who also maintains mm/ is asked about again, with
+    one run for To: and one for Cc:, and ends up in To:."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "mm").mkdir()
+    (repo / maintainers.SCRIPT).write_bytes((kernel_tree / maintainers.SCRIPT).read_bytes())
+    (repo / "MAINTAINERS").write_text(ROLES_MAINTAINERS)
+    for name in ("a.c", "b.c"):
+        (repo / "mm" / name).write_text("int x;\n")
+    git(tmp_path, "init", "-q", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    for name in ("a.c", "b.c"):
+        (repo / "mm" / name).write_text("int y;\n")
+        git(repo, "commit", "-q", "-a", "-m", f"mm: change {name}")
+    patches = sorted(Path(p) for p in git(repo, "format-patch", "-o", str(tmp_path / "out"),
+                                          f"{base}..HEAD").split())
+    runs = Counter()
+    real_run = subprocess.run
+
+    def counting(cmd, *args, **kw):
+        if Path(cmd[0]).name == "perl":
+            runs[Path(cmd[-1]).read_text().split("Subject: ", 1)[1].split("\n", 1)[0]] += 1
+        return real_run(cmd, *args, **kw)
+
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    monkeypatch.setattr(maintainers.subprocess, "run", counting)
+    (a_to, a_cc), (b_to, b_cc) = maintainers.for_patches(maintainers.Git(repo / ".git"), base, patches)
+    assert a_to == ["Alice Odd <alice@example.org>", "Andrew Fixture <akpm@example.org>",
+                    "Rita Reviewer <rita@example.org>"]
+    assert a_cc == ["Rita Reviewer <rita@example.org>", "Bob Reviewer <bob@example.org>", "a-list@example.org",
+                    "linux-mm@example.org", "linux-kernel@example.org"]  # Rita leaves Cc: when mail is made
+    assert b_to == ["Andrew Fixture <akpm@example.org>", "Rita Reviewer <rita@example.org>"]
+    assert b_cc == ["linux-mm@example.org", "linux-kernel@example.org"]
+    assert runs == {"[PATCH 1/2] mm: change a.c": 3, "[PATCH 2/2] mm: change b.c": 1}
+
+
 def test_addresses():
     assert mail.check_address(' "Morton, A." <a@example.org> ', "--to") == '"Morton, A." <a@example.org>'
     for bad in ("a@example.org, b@example.org", "x\n@y", "nobody"):
