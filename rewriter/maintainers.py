@@ -2,8 +2,9 @@
 
 With the tree's scripts/get_maintainer.pl (and perl), that script decides.
 It is run from a private directory holding MAINTAINERS, .mailmap and the
-script as they are at the base commit, plus the tree's directories (empty;
-the script looks at them to tell a directory pattern from a file), with
+script as they are at the base commit, plus those of the tree's
+directories that MAINTAINERS names (empty; the script looks at them to
+tell a directory pattern from a file), with
 HOME pointing there too so that no personal .get_maintainer.conf applies.
 The repository's work tree is never read.
 
@@ -79,9 +80,10 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
                 (root / MAINTAINERS).write_bytes(maintainers)
                 if mailmap is not None:
                     (root / ".mailmap").write_bytes(mailmap)
-                for d in git.directories(base):
+                sections = parse(maintainers.decode("utf-8", "replace"))
+                for d in _pattern_directories(sections, set(git.directories(base))):
                     (root / d).mkdir(parents=True, exist_ok=True)
-                in_charge = _maintainer_keys(maintainers)
+                in_charge = {address_key(a) for s in sections for a in _addresses(s.entries.get("M", []))}
 
                 def one(i: int) -> Recipients:
                     path = root / f"{i:04d}.patch"
@@ -164,10 +166,13 @@ def _run_script(perl: str, root: Path, patch: Path, name: str, in_charge: set[st
     return to, cc
 
 
-def _maintainer_keys(maintainers: bytes) -> set[str]:
-    """address_key() of everyone who is an M: somewhere in MAINTAINERS."""
-    return {address_key(a) for s in parse(maintainers.decode("utf-8", "replace"))
-            for a in _addresses(s.entries.get("M", []))}
+def _pattern_directories(sections: list[Section], dirs: set[str]) -> set[str]:
+    """The directories the script looks for: it asks of each F: and X:
+    pattern, with its dots escaped and its wildcards made regular
+    expressions, whether it is a directory (to add the "/").  Only a
+    pattern with none of those and no "/" at the end can be one."""
+    return {v for s in sections for kind in ("F", "X") for v in s.entries.get(kind, [])
+            if v in dirs and not any(c in v for c in ".*?")}
 
 
 # --------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
         data = splice(original, narrowed, rounds(path, narrowed), function_spans(text_, keep))
         if data is None:  # an edit outside those functions: do it on the whole file
             data = rounds(path, original)
-        _verify(path, original, data, by_file[path], plan, names, scan.function)
+        verify(path, original, data, by_file[path], plan, names, scan.function)
         return data
 
     return runner.map(one_file, sorted(rules), "rewrite")
@@ -139,6 +139,40 @@ def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, 
         if not (inside(i1 + 1, i2) if i2 > i1 else inside(i1, i1 + 1)):
             return None
         out.extend(a[j1:j2])
+    out.extend(o[len(o) - tail:] if tail else [])
+    return b"\n".join(out)
+
+
+def partial(original: bytes, converted: bytes, spans: dict[str, list[tuple[int, int]]],
+            keep: set[str]) -> bytes | None:
+    """original with the edits of converted that fall in the functions
+    named in keep, and none of the others; or None when an edit is not
+    inside the body of one of the functions of spans ({name: [(first,
+    last line of a body)]}).  So a series' commits take a file's full
+    conversion function by function, instead of converting it again for
+    each commit."""
+    o = original.split(b"\n")
+    a = converted.split(b"\n")
+
+    def owner(first: int, last: int) -> str | None:  # lines first..last of original
+        found = {name for name, where in spans.items()
+                 if any(start <= first and last <= end for start, end in where)}
+        return found.pop() if len(found) == 1 else None
+
+    head, tail = common_ends(o, a)
+    out = o[:head]
+    middle = difflib.SequenceMatcher(None, o[head:len(o) - tail], a[head:len(a) - tail], autojunk=False)
+    for tag, i1, i2, j1, j2 in middle.get_opcodes():
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
+        if tag == "equal":
+            out.extend(o[i1:i2])
+            continue
+        # as in splice(): lines i1+1..i2 replaced or removed, or an
+        # insertion between lines i1 and i1+1
+        name = owner(i1 + 1, i2) if i2 > i1 else owner(i1, i1 + 1)
+        if name is None:
+            return None
+        out.extend(a[j1:j2] if name in keep else o[i1:i2])
     out.extend(o[len(o) - tail:] if tail else [])
     return b"\n".join(out)
 
@@ -557,7 +591,7 @@ def _label_line(source: str, label: str, shape: Shape) -> int | None:
 # ------------------------------------------------------------------ checks
 
 
-def _verify(path: str, before: bytes, new: bytes, sites: list[Site], plan: Plan, names: Names, old: str) -> None:
+def verify(path: str, before: bytes, new: bytes, sites: list[Site], plan: Plan, names: Names, old: str) -> None:
     """Every planned edit landed: each converted call is gone and has its
     new name; other mentions of the old name are left as they were."""
     def count(data: bytes, name: str) -> int:

@@ -8,6 +8,7 @@ so that spatch reports positions we can map back without a checkout.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -142,6 +143,30 @@ class Runner:
             lambda sp, src, rel: self._cached(marker, cocci_text, options, rel, files[rel],
                                               lambda: self._one(sp, src, rel, marker, options)))]
 
+    def run_together(self, cocci_text: str, files: dict[str, bytes], marker: str, label: str) -> FileResult:
+        """One spatch run for all the files (spatch --dir, which still takes
+        each file on its own): one start of spatch and of its Python instead
+        of one per file.  The result, named label, holds the records of
+        every file; an error is the run's, whichever file caused it."""
+        options = ["--include-headers"] if any(rel.endswith(".h") for rel in files) else []
+        digest = b"".join(hashlib.sha256(rel.encode("utf-8", "surrogateescape") + b"\0" + data).digest()
+                          for rel, data in sorted(files.items()))
+
+        def compute() -> FileResult:
+            with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
+                root = Path(scratch)
+                sp = root / "rule.cocci"
+                sp.write_text(cocci_text)
+                src = root / "src"
+                for rel, data in files.items():
+                    dest = src / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data)
+                res = self._one(sp, src, ".", marker, options, whole_dir=True)
+                return FileResult(label, res.records, res.error)
+
+        return self._cached(marker, cocci_text, [*options, "--dir"], label, digest, compute)
+
     def run_many(self, work: dict[str, tuple[str, bytes]], marker: str, step: str = "spatch") -> dict[str, FileResult]:
         """Like run(), with a rule of its own for each file: {path: (rule, data)}."""
         paths = sorted(work)
@@ -210,9 +235,10 @@ class Runner:
                         self.progress(step, len(out), len(names), "files")
             return out
 
-    def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str]) -> FileResult:
+    def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str],
+             whole_dir: bool = False) -> FileResult:
         cmd = [self.spatch, *self.python_options(), "--very-quiet", "--no-includes", "--no-show-diff",
-               *options, "--sp-file", str(sp), str(src / rel)]
+               *options, "--sp-file", str(sp), *(["--dir"] if whole_dir else []), str(src / rel)]
         with _running_lock:
             if _stopping.is_set():
                 return FileResult(rel, error="interrupted")

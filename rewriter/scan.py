@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from rewriter import cache, cocci, verdicts
 from rewriter.errors import InputError
-from rewriter.clex import functions_reaching, keep_functions, render, tokens
+from rewriter.clex import function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
-from rewriter.runner import Runner
+from rewriter.runner import FileResult, Runner
 from rewriter.tree import Tree
 from rewriter.verdicts import Paths, Verdict
 
@@ -223,49 +223,139 @@ def grep(tree: Tree, runner: Runner, words) -> dict:
     return found
 
 
+# How many one-function files one spatch run may take (see _ask_paths):
+# the run's timeout is a file's, and a run that fails is made again file
+# by file.
+TOGETHER = 16
+
+
 def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str,
                errors: list[FileError]) -> dict[str, Paths]:
-    work: dict[tuple[str, tuple[str, str]], tuple[str, bytes]] = {}
-    # One rendering per file and question: each carries its own positions.
-    for path, (sites, locks, targets, unlocks, functions, callee) in inputs.items():
-        # The names called at each kind of position let spatch narrow the
-        # matching itself; calls through a pointer have no name.
-        def named(positions: set) -> list[str]:
-            return sorted({callee[p] for p in positions if callee.get(p)})
+    """The answers of paths.cocci for each file with calls.
 
-        events = targets | locks
-        values = dict(marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS),
-                      sites=_pyset(sites), locks=_pyset(locks), events=_pyset(events),
-                      unlocks=_pyset(unlocks), function=function, lock_names=named(locks),
-                      event_names=named(events), unlock_names=named(unlocks),
-                      pointer_events=any(p in callee and callee[p] is None for p in events))
-        ends = (["call"] if values["event_names"] else []) + (["pointer_call"] if values["pointer_events"] else [])
-        queries = [("reach", e) for e in ends + ["returned"]]
-        if values["lock_names"]:
-            queries += [("after", "relock")] + [("held", e) for e in ends + ["returned"]]
-            queries += [("unguarded", e) for e in ends]
-        # Only the functions asked about need their control flow walked.
+    Paths do not leave a function, so each question is asked of one file
+    per function asked about (that function kept, every other body blanked
+    in place), and one spatch run takes many such files (--dir): no pairs
+    of ends in two functions, and one start of spatch per question and
+    TOGETHER files.  A run that fails or times out is made again per
+    file of the tree, as one file each, so that the file to blame is named.
+    """
+    units: dict[str, tuple[str, bytes, list[tuple[str, str]], dict]] = {}  # name -> (path, data, queries, values)
+    per_file: dict[str, tuple[bytes, list[tuple[str, str]], dict]] = {}
+    uncovered: set[str] = set()
+    for path, (sites, locks, targets, unlocks, functions, callee) in sorted(inputs.items()):
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
-        for q in queries:
-            work[(path, q)] = (cocci.render("paths.cocci.j2", query=q, **values), narrowed)
-    quiet = runner.quiet()
-    answers = runner.map(lambda key: quiet.run(work[key][0], {key[0]: work[key][1]}, PATH)[0],
-                         sorted(work), "paths", unit="questions")
+        per_file[path] = (narrowed, *_questions(path, sites, locks, targets, unlocks, callee))
+        covered: set = set()
+        for fn in sorted(functions):
+            spans = function_spans(text, {fn})
+
+            def inside(positions: set) -> set:
+                return {p for p in positions if any(a <= p[0] <= b for a, b in spans)}
+
+            name = f"u{len(units)}/{path}"
+            queries, values = _questions(name, inside(sites), inside(locks), inside(targets), inside(unlocks), callee)
+            if queries:
+                units[name] = (path, keep_functions(text, {fn}).encode("utf-8", errors="surrogateescape"),
+                               queries, values)
+                covered |= values["sites_set"]
+        if covered != sites:  # a call the functions' bodies do not hold: ask of the file as it is
+            uncovered.add(path)
+
+    # Every question, with the one-function files it is asked of, in runs
+    # of TOGETHER at most; the runs that take longest first.
+    work: dict[tuple[tuple[str, str], int], list[str]] = {}
+    asked = sorted({q for _p, _d, queries, _v in units.values() for q in queries})
+    for q in asked:
+        names = [n for n, (_p, _d, queries, _v) in units.items() if q in queries]
+        names.sort(key=lambda n: -len(units[n][3]["events_set"]) * max(1, len(units[n][3]["locks_set"])))
+        for k in range(0, len(names), TOGETHER):
+            work[(q, k // TOGETHER)] = names[k:k + TOGETHER]
+
+    def ask(key) -> FileResult:
+        q, _chunk = key
+        names = work[key]
+        rule = cocci.render("paths.cocci.j2", query=q, **_merged([units[n][3] for n in names], function))
+        return runner.run_together(rule, {n: units[n][1] for n in names}, PATH, label=f"{q[0]}/{q[1]}")
+
+    order = sorted(work, key=lambda key: -sum(len(units[n][3]["events_set"]) for n in work[key]))
+    answers = runner.map(ask, order, "paths", unit="questions")
+
     found: dict[str, dict[str, set]] = {}
-    failed: set[str] = set()
-    for (path, _q), res in sorted(answers.items()):
+    redo: set[tuple[str, tuple[str, str]]] = set()  # (path, query)
+    for key, res in answers.items():
         if res.error:
-            if path not in failed:
-                errors.append(FileError(path, f"control-flow analysis: {res.error}"))
-            failed.add(path)
+            redo |= {(units[n][0], key[0]) for n in work[key]}
             continue
-        kinds = found.setdefault(path, {"reach": set(), "after": set(), "held": set(), "unguarded": set()})
         for r in res.records:
+            path = units[r["file"]][0]
+            kinds = found.setdefault(path, _no_answers())
             kinds[r["kind"]].add((tuple(r["from"]), tuple(r["to"])))
+    for path in per_file:
+        found.setdefault(path, _no_answers())
+    for path in uncovered:
+        redo |= {(path, q) for q in per_file[path][1]}
+    failed: set[str] = set()
+    if redo:
+        quiet = runner.quiet()
+        again = runner.map(
+            lambda key: quiet.run(cocci.render("paths.cocci.j2", query=key[1],
+                                               **_merged([per_file[key[0]][2]], function)),
+                                  {key[0]: per_file[key[0]][0]}, PATH)[0],
+            sorted(redo), "paths, file by file", unit="questions")
+        for (path, _q), res in sorted(again.items()):
+            if res.error:
+                if path not in failed:
+                    errors.append(FileError(path, f"control-flow analysis: {res.error}"))
+                failed.add(path)
+                continue
+            for r in res.records:
+                found[path][r["kind"]].add((tuple(r["from"]), tuple(r["to"])))
     return {path: Paths(frozenset(k["reach"]), frozenset(k["after"]), frozenset(k["held"]),
                         frozenset(k["unguarded"]))
             for path, k in found.items() if path not in failed}
+
+
+def _no_answers() -> dict[str, set]:
+    return {"reach": set(), "after": set(), "held": set(), "unguarded": set()}
+
+
+def _questions(name: str, sites: set, locks: set, targets: set, unlocks: set,
+               callee: dict) -> tuple[list[tuple[str, str]], dict]:
+    """The questions to ask of one file (named as spatch will see it) and
+    what paths.cocci.j2 needs to know of it."""
+    # The names called at each kind of position let spatch narrow the
+    # matching itself; calls through a pointer have no name.
+    def named(positions: set) -> list[str]:
+        return sorted({callee[p] for p in positions if callee.get(p)})
+
+    events = targets | locks
+    values = dict(name=name, sites_set=sites, locks_set=locks, events_set=events, unlocks_set=unlocks,
+                  lock_names=named(locks), event_names=named(events), unlock_names=named(unlocks),
+                  pointer_events=any(p in callee and callee[p] is None for p in events))
+    ends = (["call"] if values["event_names"] else []) + (["pointer_call"] if values["pointer_events"] else [])
+    # A function without a call may still take the lock and write (a
+    # helper that locks for its caller): its own paths are asked about.
+    queries = [("reach", e) for e in ends + ["returned"]] if sites else []
+    if values["lock_names"]:
+        queries += [("after", "relock")] + [("held", e) for e in ends + ["returned"]]
+        queries += [("unguarded", e) for e in ends]
+    return queries, values
+
+
+def _merged(values: list[dict], function: str) -> dict:
+    """paths.cocci.j2's values for several files at once."""
+    def table(kind: str) -> str:
+        return "{" + ", ".join(f"{v['name']!r}: {_pyset(v[kind])}" for v in values) + "}"
+
+    def union(kind: str) -> list[str]:
+        return sorted({n for v in values for n in v[kind]})
+
+    return dict(marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS), function=function,
+                sites=table("sites_set"), locks=table("locks_set"), events=table("events_set"),
+                unlocks=table("unlocks_set"), lock_names=union("lock_names"), event_names=union("event_names"),
+                unlock_names=union("unlock_names"), pointer_events=any(v["pointer_events"] for v in values))
 
 
 def _pyset(positions: set) -> str:

@@ -6,9 +6,10 @@ Order of the commits:
   1. both new helpers are introduced (rewriter.helpers.introduce);
   2. one commit per converted function, read-only ones first, then the
      may-write ones, each group by file and line.  A file's content at
-     each commit is rewriter.rewrite.convert(only=<every call of that file
-     converted so far>) from the original tree, so that every edit is made
-     at positions of the original;
+     each commit is the original with the edits of the functions converted
+     so far, taken from its whole conversion (rewriter.rewrite.partial);
+     should an edit fall outside those functions' bodies, it is
+     rewriter.rewrite.convert(only=<those calls>) from the original tree;
   3. the old helper is removed (rewriter.helpers.remove).
 Every commit builds: the helpers exist before any caller uses them, and
 the old one goes when nothing calls it.
@@ -37,7 +38,7 @@ from pathlib import Path
 import git as gitpython
 
 from rewriter import cache, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
-from rewriter.clex import render as render_tokens
+from rewriter.clex import function_spans, render as render_tokens
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, Trees, When, parse_ident
 from rewriter.helpers import Names
@@ -213,13 +214,9 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
         convert.append(Patch("convert", {}, file, function, calls))
     convert.sort(key=lambda p: (p.maywrite, p.file, p.calls[0][0].line))
 
-    # Round k (from 1) converts, in each file with k functions or more, the
-    # calls of its first k functions (in series order): one convert() per
-    # round for all those files.
     per_file: dict[str, list[Patch]] = {}
     for p in convert:
         per_file.setdefault(p.file, []).append(p)
-    rounds = max((len(v) for v in per_file.values()), default=0)
     clash = sorted(set(helpers.FILES) & set(per_file))
     if clash:
         raise rewrite.RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
@@ -254,12 +251,31 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
     worker = threading.Thread(target=introduce, name="rewriter-introduce", daemon=True)
     worker.start()
     try:
-        for k in range(rounds):
-            files_now = [f for f, patches in per_file.items() if len(patches) > k]
-            only = {key for f in files_now for p in per_file[f][:k + 1] for key in p.keys}
+        # Each file is converted whole once; its commits take the edits of
+        # their functions from that, first k functions for the k-th.
+        full = rewrite.convert(tree, runner, scan, plan, names)
+        again: dict[str, list[Patch]] = {}
+        for f, patches in per_file.items():
+            original = tree.read(f)
+            text = original.decode("utf-8", errors="surrogateescape")
+            spans = {p.function: function_spans(text, {p.function}) for p in patches}
+            for k, p in enumerate(patches):
+                data = rewrite.partial(original, full[f], spans, {q.function for q in patches[:k + 1]})
+                if data is None:  # an edit outside those functions: convert for each commit
+                    again[f] = patches
+                    break
+                rewrite.verify(f, original, data, [s for q in patches[:k + 1] for s, _e in q.calls], plan,
+                               names, scan.function)
+                p.files = {f: data}
+        # Round k (from 1) converts, in each file with k functions or more,
+        # the calls of its first k functions (in series order): one
+        # convert() per round for all those files.
+        for k in range(max((len(v) for v in again.values()), default=0)):
+            files_now = [f for f, patches in again.items() if len(patches) > k]
+            only = {key for f in files_now for p in again[f][:k + 1] for key in p.keys}
             contents = rewrite.convert(tree, runner, scan, plan, names, only)
             for f in files_now:
-                per_file[f][k].files = {f: contents[f]}
+                again[f][k].files = {f: contents[f]}
     finally:
         _wait_for(worker)
     if failure:
