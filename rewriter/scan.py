@@ -162,16 +162,22 @@ def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str
         sites = {s.pos for s in facts.sites}
         locks = {e.pos for evs in events for e in evs if e.kind == "lock"}
         unlocks = {e.pos for evs in events for e in evs if e.kind == "unlock"}
-        targets = {e.pos for evs in events for e in evs}
+        # The ends each question needs (see verdicts.decide): every event
+        # after a call; after a lock, what may be done with it held (writes,
+        # unseen calls, returns); and the writes a check must guard.
+        ends = {"reach": {e.pos for evs in events for e in evs} | locks,
+                "held": {e.pos for evs in events for e in evs if e.kind in ("write", "unseen", "return", "exit")},
+                "unguarded": {e.pos for evs in events for e in evs if e.kind == "write"}}
         # Helpers that take the lock and write themselves: their own paths
         # tell whether a pte_same() check guards those writes.
         for name in {e.helper for evs in events for e in evs if e.self_locked}:
             locks |= summaries[name].lock_calls
-            targets |= summaries[name].write_calls
+            for kind in ends:
+                ends[kind] |= summaries[name].write_calls
         functions = {s.function for s in facts.sites}
         functions |= {e.helper for evs in events for e in evs if e.self_locked}
         callee = {c.pos: c.name for c in facts.calls}
-        path_inputs[path] = (sites, locks, targets, unlocks, functions, callee)
+        path_inputs[path] = (sites, locks, ends, unlocks, functions, callee)
 
     paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors)
 
@@ -243,10 +249,10 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
     units: dict[str, tuple[str, bytes, list[tuple[str, str]], dict]] = {}  # name -> (path, data, queries, values)
     per_file: dict[str, tuple[bytes, list[tuple[str, str]], dict]] = {}
     uncovered: set[str] = set()
-    for path, (sites, locks, targets, unlocks, functions, callee) in sorted(inputs.items()):
+    for path, (sites, locks, ends, unlocks, functions, callee) in sorted(inputs.items()):
         text = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text, functions).encode("utf-8", errors="surrogateescape")
-        per_file[path] = (narrowed, *_questions(path, sites, locks, targets, unlocks, callee))
+        per_file[path] = (narrowed, *_questions(path, sites, locks, ends, unlocks, callee))
         covered: set = set()
         for fn in sorted(functions):
             spans = function_spans(text, {fn})
@@ -255,7 +261,8 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
                 return {p for p in positions if any(a <= p[0] <= b for a, b in spans)}
 
             name = f"u{len(units)}/{path}"
-            queries, values = _questions(name, inside(sites), inside(locks), inside(targets), inside(unlocks), callee)
+            queries, values = _questions(name, inside(sites), inside(locks),
+                                         {kind: inside(v) for kind, v in ends.items()}, inside(unlocks), callee)
             if queries:
                 units[name] = (path, keep_functions(text, {fn}).encode("utf-8", errors="surrogateescape"),
                                queries, values)
@@ -269,17 +276,19 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
     asked = sorted({q for _p, _d, queries, _v in units.values() for q in queries})
     for q in asked:
         names = [n for n, (_p, _d, queries, _v) in units.items() if q in queries]
-        names.sort(key=lambda n: -len(units[n][3]["events_set"]) * max(1, len(units[n][3]["locks_set"])))
+        names.sort(key=lambda n: -_pairs(units[n][3], q))
         for k in range(0, len(names), TOGETHER):
             work[(q, k // TOGETHER)] = names[k:k + TOGETHER]
 
     def ask(key) -> FileResult:
         q, _chunk = key
         names = work[key]
-        rule = cocci.render("paths.cocci.j2", query=q, **_merged([units[n][3] for n in names], function))
+        rule = cocci.render("paths.cocci.j2", query=q, **_merged([units[n][3] for n in names], function, q))
         return runner.run_together(rule, {n: units[n][1] for n in names}, PATH, label=f"{q[0]}/{q[1]}")
 
-    order = sorted(work, key=lambda key: -sum(len(units[n][3]["events_set"]) for n in work[key]))
+    # spatch checks each pair of ends on its own: the runs with the most
+    # pairs go first, so that the last to end is a short one.
+    order = sorted(work, key=lambda key: -sum(_pairs(units[n][3], key[0]) for n in work[key]))
     answers = runner.map(ask, order, "paths", unit="questions")
 
     found: dict[str, dict[str, set]] = {}
@@ -301,7 +310,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         quiet = runner.quiet()
         again = runner.map(
             lambda key: quiet.run(cocci.render("paths.cocci.j2", query=key[1],
-                                               **_merged([per_file[key[0]][2]], function)),
+                                               **_merged([per_file[key[0]][2]], function, key[1])),
                                   {key[0]: per_file[key[0]][0]}, PATH)[0],
             sorted(redo), "paths, file by file", unit="questions")
         for (path, _q), res in sorted(again.items()):
@@ -321,41 +330,62 @@ def _no_answers() -> dict[str, set]:
     return {"reach": set(), "after": set(), "held": set(), "unguarded": set()}
 
 
-def _questions(name: str, sites: set, locks: set, targets: set, unlocks: set,
+def _questions(name: str, sites: set, locks: set, ends: dict[str, set], unlocks: set,
                callee: dict) -> tuple[list[tuple[str, str]], dict]:
     """The questions to ask of one file (named as spatch will see it) and
-    what paths.cocci.j2 needs to know of it."""
+    what paths.cocci.j2 needs to know of it: ends holds the positions each
+    kind of question ends at (reach, held, unguarded)."""
     # The names called at each kind of position let spatch narrow the
     # matching itself; calls through a pointer have no name.
     def named(positions: set) -> list[str]:
         return sorted({callee[p] for p in positions if callee.get(p)})
 
-    events = targets | locks
-    values = dict(name=name, sites_set=sites, locks_set=locks, events_set=events, unlocks_set=unlocks,
-                  lock_names=named(locks), event_names=named(events), unlock_names=named(unlocks),
-                  pointer_events=any(p in callee and callee[p] is None for p in events))
-    ends = (["call"] if values["event_names"] else []) + (["pointer_call"] if values["pointer_events"] else [])
+    values = dict(name=name, sites_set=sites, locks_set=locks, unlocks_set=unlocks, ends=ends,
+                  lock_names=named(locks), unlock_names=named(unlocks),
+                  event_names={kind: named(v) for kind, v in ends.items()},
+                  pointer_events={kind: any(p in callee and callee[p] is None for p in v) for kind, v in ends.items()})
+
+    def kinds_of_end(kind: str) -> list[str]:
+        return ((["call"] if values["event_names"][kind] else [])
+                + (["pointer_call"] if values["pointer_events"][kind] else []))
+
     # A function without a call may still take the lock and write (a
     # helper that locks for its caller): its own paths are asked about.
-    queries = [("reach", e) for e in ends + ["returned"]] if sites else []
+    queries = [("reach", e) for e in kinds_of_end("reach") + ["returned"]] if sites else []
     if values["lock_names"]:
-        queries += [("after", "relock")] + [("held", e) for e in ends + ["returned"]]
-        queries += [("unguarded", e) for e in ends]
+        queries += [("after", "relock")]
+        if ends["held"]:
+            queries += [("held", e) for e in kinds_of_end("held") + ["returned"]]
+        queries += [("unguarded", e) for e in kinds_of_end("unguarded")]
     return queries, values
 
 
-def _merged(values: list[dict], function: str) -> dict:
-    """paths.cocci.j2's values for several files at once."""
-    def table(kind: str) -> str:
-        return "{" + ", ".join(f"{v['name']!r}: {_pyset(v[kind])}" for v in values) + "}"
+def _pairs(values: dict, query: tuple[str, str]) -> int:
+    """How many pairs of ends a question makes in one file."""
+    kind = query[0]
+    if kind == "after":
+        return len(values["locks_set"]) ** 2
+    first = values["sites_set"] if kind == "reach" else values["locks_set"]
+    return len(first) * len(values["ends"][kind])
 
-    def union(kind: str) -> list[str]:
-        return sorted({n for v in values for n in v[kind]})
+
+def _merged(values: list[dict], function: str, query: tuple[str, str]) -> dict:
+    """paths.cocci.j2's values for one question, for several files at once."""
+    kind = "reach" if query[0] == "after" else query[0]  # after: ends are locks
+
+    def table(sets) -> str:
+        return "{" + ", ".join(f"{v['name']!r}: {_pyset(s)}" for v, s in zip(values, sets)) + "}"
+
+    def union(lists) -> list[str]:
+        return sorted({n for names in lists for n in names})
 
     return dict(marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS), function=function,
-                sites=table("sites_set"), locks=table("locks_set"), events=table("events_set"),
-                unlocks=table("unlocks_set"), lock_names=union("lock_names"), event_names=union("event_names"),
-                unlock_names=union("unlock_names"), pointer_events=any(v["pointer_events"] for v in values))
+                sites=table(v["sites_set"] for v in values), locks=table(v["locks_set"] for v in values),
+                events=table(v["ends"][kind] for v in values), unlocks=table(v["unlocks_set"] for v in values),
+                lock_names=union(v["lock_names"] for v in values),
+                event_names=union(v["event_names"][kind] for v in values),
+                unlock_names=union(v["unlock_names"] for v in values),
+                pointer_events=any(v["pointer_events"][kind] for v in values))
 
 
 def _pyset(positions: set) -> str:
