@@ -84,3 +84,32 @@ def test_splice_refuses_an_edit_outside_the_functions_kept():
     assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans) is None
     edited = narrowed.replace("static int unrelated(void)\n", "static int unrelated(void)\n/* new */\n")
     assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans) is None
+
+
+def test_partial_takes_the_edits_of_the_functions_named():
+    from rewriter.rewrite import partial
+
+    spans = {name: clex.function_spans(SOURCE, {name}) for name in ("lock_both", "caller")}
+    converted = (SOURCE.replace("\tspin_lock(b);\n", "\tspin_lock_nested(b, 1);\n")
+                 .replace("\tlock_both(NULL, NULL);\n", "\tpmd_t pmdval;\n\n\tlock_both(NULL, NULL);\n")
+                 .replace("pte_offset_map_nolock(0, 0, 0, 0)", "pte_offset_map_ro_nolock(0, 0, 0, 0)"))
+    only_caller = partial(SOURCE.encode(), converted.encode(), spans, {"caller"})
+    assert only_caller is not None and "spin_lock(b);" in only_caller.decode()
+    assert only_caller.decode() == (SOURCE.replace("\tlock_both(NULL, NULL);\n",
+                                                   "\tpmd_t pmdval;\n\n\tlock_both(NULL, NULL);\n")
+                                    .replace("pte_offset_map_nolock(0, 0, 0, 0)", "pte_offset_map_ro_nolock(0, 0, 0, 0)"))
+    only_lock = partial(SOURCE.encode(), converted.encode(), spans, {"lock_both"})
+    assert only_lock.decode() == SOURCE.replace("\tspin_lock(b);\n", "\tspin_lock_nested(b, 1);\n")
+    assert partial(SOURCE.encode(), converted.encode(), spans, set()) == SOURCE.encode()
+    assert partial(SOURCE.encode(), converted.encode(), spans, {"lock_both", "caller"}) == converted.encode()
+
+
+def test_partial_refuses_an_edit_outside_the_functions_named():
+    from rewriter.rewrite import partial
+
+    spans = {"caller": clex.function_spans(SOURCE, {"caller"})}
+    converted = SOURCE.replace("pte_offset_map_nolock(0, 0, 0, 0)", "pte_offset_map_ro_nolock(0, 0, 0, 0)")
+    # unrelated() is not among the functions of spans, nor is file scope
+    assert partial(SOURCE.encode(), converted.replace("return caller(1)", "return caller(2)").encode(),
+                   spans, {"caller"}) is None
+    assert partial(SOURCE.encode(), ("#include <linux/mm.h>\n" + converted).encode(), spans, {"caller"}) is None

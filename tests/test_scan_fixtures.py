@@ -524,3 +524,44 @@ def test_helper_that_takes_the_lock_behind_annotations(scratch_repo, tools):
     assert (site["verdict"], site["recheck"]) == ("rw", "dummy"), site["reasons"]
     assert any("fixture_move_one() takes the lock itself" in r for r in site["reasons"]), site["reasons"]
     assert any("pte_same() check" in r for r in site["reasons"]), site["reasons"]
+
+
+def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_repo, scan_data, monkeypatch):
+    """One spatch run takes each path question for many one-function files;
+    when such a run fails, the question is asked again of each file of the
+    tree as a whole, and the verdicts are the same."""
+    from rewriter import scan
+    from rewriter.runner import FileResult, Runner
+    from rewriter.tree import open_tree
+
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    failed = []
+
+    def failing(self, cocci_text, files, marker, label):
+        failed.append(sorted(files))
+        return FileResult(label, (), error="spatch failed: injected")
+
+    monkeypatch.setattr(Runner, "run_together", failing)
+    result = scan.scan(open_tree(fixture_repo), Runner())
+    assert failed and any(len(files) > 1 for files in failed)
+    assert not result.errors
+    assert ({(s.file, s.line, s.verdict.verdict, s.verdict.recheck) for s in result.sites}
+            == {(s["file"], s["line"], s["verdict"], s["recheck"]) for s in scan_data["sites"]})
+
+
+def test_helper_that_takes_the_lock_and_writes_unchecked(scratch_repo, tools):
+    """As above, without the helper's pte_same() check: the helper's own
+    paths (a function with no call of its own) show the write unguarded."""
+    unchecked = SELF_LOCKED_HELPER.replace("""\tif (!pte_same(ptep_get(ptep), orig)) {
+\t\tspin_unlock(ptl);
+\t\treturn -EAGAIN;
+\t}
+""", "")
+    assert unchecked != SELF_LOCKED_HELPER
+    (scratch_repo / "mm" / "fixture_self_locked.c").write_text(unchecked)
+    tools.commit_all(scratch_repo, "a caller whose helper takes the lock itself and checks nothing")
+    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    assert code == 0, err
+    import json
+    site = next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
+    assert (site["verdict"], site["recheck"]) == ("rw", "pmd_same"), site["reasons"]
