@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 from dataclasses import dataclass
+
+import git
 
 from rewriter import cocci
 from rewriter import text as templates
@@ -218,6 +221,54 @@ def _added_lines(path: str, before: str, after: str) -> list[tuple[int, str]]:
 # --------------------------------------------------------------------------
 # remove
 # --------------------------------------------------------------------------
+
+class Beside:
+    """introduce() and then remove() in a thread of their own, while the
+    calls are converted: they need nothing of that.  result() gives
+    (introduced, removed) or raises what they raised; wait() only joins,
+    for a caller that fails first."""
+
+    def __init__(self, tree: Tree, runner: Runner, names: Names, old: str = OLD):
+        # GitPython's Repo is not for two threads: this one reads through
+        # a Repo of its own.
+        self._tree = Tree(tree.path, tree.rev, git.Repo(tree.repo.git_dir))
+        self._done: list[dict[str, bytes]] = []
+        self._failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                introduced = introduce(self._tree, runner, names, old=old)
+                self._done[:] = [introduced, remove(introduced, runner, names, old=old)]
+            except BaseException as exc:  # raised again in the caller's thread
+                self._failure.append(exc)
+            finally:
+                self._tree.repo.close()
+
+        self._worker = threading.Thread(target=work, name="rewriter-helpers", daemon=True)
+        self._worker.start()
+
+    def wait(self) -> None:
+        """Join the thread even when an interrupt comes meanwhile, and raise
+        the interrupt once it has stopped: a daemon thread is stopped dead
+        when the command exits, and would leave its scratch directory in
+        TMPDIR."""
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                self._worker.join()
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def result(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        self.wait()
+        if self._failure:
+            raise self._failure[0]
+        introduced, removed = self._done
+        return introduced, removed
+
 
 def remove(files: dict[str, bytes], runner: Runner, names: Names, old: str = OLD) -> dict[str, bytes]:
     """Take the old function out of files, the contents after introduce().

@@ -185,16 +185,19 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     from rewriter import helpers
 
     check_editable(tree, edited_files(scan, only))
-    converted = convert(tree, runner, scan, plan, names, only)
-    changes = {path: (tree.read(path), new) for path, new in converted.items()}
     if only is not None:
-        return changes
-    introduced = helpers.introduce(tree, runner, names, old=scan.function)
+        return {path: (tree.read(path), new) for path, new in convert(tree, runner, scan, plan, names, only).items()}
+    beside = helpers.Beside(tree, runner, names, old=scan.function)
+    try:
+        converted = convert(tree, runner, scan, plan, names)
+    finally:
+        beside.wait()
+    changes = {path: (tree.read(path), new) for path, new in converted.items()}
+    introduced, removed = beside.result()
     clash = sorted(set(introduced) & set(converted))
     if clash:
         raise RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
                            f"rewriter cannot do both in one file yet: convert its calls by hand first")
-    removed = helpers.remove(introduced, runner, names, old=scan.function)
     for path, new in removed.items():
         changes[path] = (tree.read(path), new)
     return changes

@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import git as gitpython
 
 from rewriter import cache, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter.clex import function_spans, render as render_tokens
@@ -234,22 +233,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             p.files = files
         return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
 
-    introduced: dict[str, bytes] = {}
-    failure: list[BaseException] = []
-    # GitPython's Repo is not for two threads: the helpers read through
-    # a Repo of their own.
-    own = Tree(tree.path, tree.rev, gitpython.Repo(tree.repo.git_dir))
-
-    def introduce() -> None:
-        try:
-            introduced.update(helpers.introduce(own, runner, names, old=scan.function))
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            own.repo.close()
-
-    worker = threading.Thread(target=introduce, name="rewriter-introduce", daemon=True)
-    worker.start()
+    beside = helpers.Beside(tree, runner, names, old=scan.function)
     try:
         # Each file is converted whole once; its commits take the edits of
         # their functions from that, first k functions for the k-th.
@@ -277,10 +261,8 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             for f in files_now:
                 again[f][k].files = {f: contents[f]}
     finally:
-        _wait_for(worker)
-    if failure:
-        raise failure[0]
-    removed = helpers.remove(introduced, runner, names, old=scan.function)
+        beside.wait()
+    introduced, removed = beside.result()
     if entry is not None:
         cache.store(entry, pickle.dumps([introduced, *(p.files for p in convert), removed],
                                         protocol=pickle.HIGHEST_PROTOCOL))
@@ -314,21 +296,6 @@ def _load_conversion(entry, count: int) -> list[dict[str, bytes]] | None:
     if not (isinstance(stored, list) and len(stored) == count and all(isinstance(f, dict) for f in stored)):
         return None
     return stored
-
-
-def _wait_for(worker: threading.Thread) -> None:
-    """Join worker even when an interrupt comes meanwhile, and raise the
-    interrupt once it has stopped: a daemon thread is stopped dead when
-    the command exits, and would leave its scratch directory in TMPDIR."""
-    interrupted: KeyboardInterrupt | None = None
-    while True:
-        try:
-            worker.join()
-            break
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-    if interrupted is not None:
-        raise interrupted
 
 
 # --------------------------------------------------------------------------
