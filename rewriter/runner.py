@@ -31,6 +31,7 @@ MIN_SPATCH = (1, 1, 1)
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
 _stopping = threading.Event()
+_versions: dict[str, str] = {}  # spatch's path -> its version, once checked
 
 
 @contextmanager
@@ -116,6 +117,8 @@ class Runner:
 
     def check_spatch(self) -> str:
         exe = shutil.which(self.spatch)
+        if exe is not None and exe in _versions:  # several stages ask; one answer per process
+            return _versions[exe]
         if exe is None:
             raise ToolError("spatch not found; install Coccinelle (Debian: apt-get install coccinelle) or run 'make deps'")
         try:
@@ -132,6 +135,7 @@ class Runner:
         if parts < MIN_SPATCH:
             need = ".".join(map(str, MIN_SPATCH))
             raise ToolError(f"spatch {version} is too old; rewriter needs {need} or newer (Debian bookworm's coccinelle)")
+        _versions[exe] = version
         return version
 
     def run(self, cocci_text: str, files: dict[str, bytes], marker: str,
