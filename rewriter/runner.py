@@ -242,7 +242,11 @@ class Runner:
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str],
              whole_dir: bool = False) -> FileResult:
         cmd = [self.spatch, *self.python_options(), "--very-quiet", "--no-includes", "--no-show-diff",
-               *options, "--sp-file", str(sp), *(["--dir"] if whole_dir else []), str(src / rel)]
+               # Relative to src, where spatch runs: the rules name files as
+               # they see them, and a TMPDIR reached through a symbolic link
+               # would make an absolute path differ from the working directory.
+               # ("./" keeps a name that starts with "-" from being an option).
+               *options, "--sp-file", str(sp), *(["--dir"] if whole_dir else []), os.path.join(".", rel)]
         with _running_lock:
             if _stopping.is_set():
                 return FileResult(rel, error="interrupted")

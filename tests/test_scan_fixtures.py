@@ -565,3 +565,19 @@ def test_helper_that_takes_the_lock_and_writes_unchecked(scratch_repo, tools):
     import json
     site = next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
     assert (site["verdict"], site["recheck"]) == ("rw", "pmd_same"), site["reasons"]
+
+
+def test_verdicts_do_not_depend_on_a_symlink_in_tmpdir(fixture_repo, scan_data, tmp_path, run_rewriter, monkeypatch):
+    """spatch runs in a scratch directory under TMPDIR and the path
+    questions name files relative to it: a TMPDIR reached through a
+    symbolic link (as /tmp is on some systems) must not change an answer."""
+    real = tmp_path / "real-tmp"
+    real.mkdir()
+    (tmp_path / "tmp-link").symlink_to(real)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp-link"))
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    code, out, err = run_rewriter("scan", "--tree", fixture_repo, "--format", "json")
+    assert code == 0, err
+    import json
+    got = {(s["file"], s["line"], s["verdict"], s["recheck"]) for s in json.loads(out)["sites"]}
+    assert got == {(s["file"], s["line"], s["verdict"], s["recheck"]) for s in scan_data["sites"]}
