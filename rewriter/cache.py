@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -99,6 +100,19 @@ class SpatchCache:
         """Store entry (JSON) and, for a transformation, the new file."""
         head = dict(entry, has_body=body is not None)
         store(self._file(key), json.dumps(head).encode() + b"\n" + (body or b""))
+
+
+def load_pickle(target: Path | None, valid) -> object | None:
+    """What store() put at target, if valid(it) says it is what the caller
+    keeps there; None when it is absent, damaged or written by other code
+    (the caller then computes it again)."""
+    if target is None:
+        return None
+    try:
+        stored = pickle.loads(target.read_bytes())
+    except Exception:
+        return None
+    return stored if valid(stored) else None
 
 
 def store(target: Path, data: bytes) -> None:

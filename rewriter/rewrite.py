@@ -126,21 +126,36 @@ def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, 
     def inside(first: int, last: int) -> bool:  # lines first..last of before
         return any(start <= first and last <= end for start, end in spans)
 
-    head, tail = common_ends(b, a)
-    out = o[:head]
-    middle = difflib.SequenceMatcher(None, b[head:len(b) - tail], a[head:len(a) - tail], autojunk=False)
-    for tag, i1, i2, j1, j2 in middle.get_opcodes():
-        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
-        if tag == "equal":
+    out = []
+    for kind, i1, i2, j1, j2 in _line_edits(b, a):
+        if kind == "equal":
             out.extend(o[i1:i2])
-            continue
-        # lines i1+1..i2 replaced or removed; an insertion goes between
-        # lines i1 and i1+1, which must both be in the same function
-        if not (inside(i1 + 1, i2) if i2 > i1 else inside(i1, i1 + 1)):
+        elif not inside(*_edited_lines(i1, i2)):
             return None
-        out.extend(a[j1:j2])
-    out.extend(o[len(o) - tail:] if tail else [])
+        else:
+            out.extend(a[j1:j2])
     return b"\n".join(out)
+
+
+def _line_edits(before: list[bytes], after: list[bytes]):
+    """difflib's opcodes for two lists of lines, the common head and tail
+    trimmed first (a file's edits are a few lines in thousands)."""
+    head, tail = common_ends(before, after)
+    if head:
+        yield "equal", 0, head, 0, head
+    middle = difflib.SequenceMatcher(None, before[head:len(before) - tail], after[head:len(after) - tail],
+                                     autojunk=False)
+    for kind, i1, i2, j1, j2 in middle.get_opcodes():
+        yield kind, i1 + head, i2 + head, j1 + head, j2 + head
+    if tail:
+        yield "equal", len(before) - tail, len(before), len(after) - tail, len(after)
+
+
+def _edited_lines(i1: int, i2: int) -> tuple[int, int]:
+    """The 1-based lines (first, last) of before an edit touches: lines
+    i1+1..i2 replaced or removed, or for an insertion the two lines it goes
+    between, which must both be in the same function."""
+    return (i1 + 1, i2) if i2 > i1 else (i1, i1 + 1)
 
 
 def partial(original: bytes, converted: bytes, spans: dict[str, list[tuple[int, int]]],
@@ -159,21 +174,15 @@ def partial(original: bytes, converted: bytes, spans: dict[str, list[tuple[int, 
                  if any(start <= first and last <= end for start, end in where)}
         return found.pop() if len(found) == 1 else None
 
-    head, tail = common_ends(o, a)
-    out = o[:head]
-    middle = difflib.SequenceMatcher(None, o[head:len(o) - tail], a[head:len(a) - tail], autojunk=False)
-    for tag, i1, i2, j1, j2 in middle.get_opcodes():
-        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
-        if tag == "equal":
+    out = []
+    for kind, i1, i2, j1, j2 in _line_edits(o, a):
+        if kind == "equal":
             out.extend(o[i1:i2])
             continue
-        # as in splice(): lines i1+1..i2 replaced or removed, or an
-        # insertion between lines i1 and i1+1
-        name = owner(i1 + 1, i2) if i2 > i1 else owner(i1, i1 + 1)
+        name = owner(*_edited_lines(i1, i2))
         if name is None:
             return None
         out.extend(a[j1:j2] if name in keep else o[i1:i2])
-    out.extend(o[len(o) - tail:] if tail else [])
     return b"\n".join(out)
 
 

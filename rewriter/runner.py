@@ -56,6 +56,15 @@ def _pool(jobs: int):
     pool.shutdown(wait=True)
 
 
+def _lay_out(src: Path, files: dict[str, bytes]) -> Path:
+    """Write files (tree-relative path -> bytes) below src; returns src."""
+    for rel, data in files.items():
+        dest = src / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return src
+
+
 @dataclass(frozen=True)
 class FileResult:
     path: str  # tree-relative
@@ -161,11 +170,7 @@ class Runner:
                 root = Path(scratch)
                 sp = root / "rule.cocci"
                 sp.write_text(cocci_text)
-                src = root / "src"
-                for rel, data in files.items():
-                    dest = src / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    dest.write_bytes(data)
+                src = _lay_out(root / "src", files)
                 res = self._one(sp, src, ".", marker, options, whole_dir=True)
                 return FileResult(label, res.records, res.error)
 
@@ -176,15 +181,11 @@ class Runner:
         paths = sorted(work)
         with tempfile.TemporaryDirectory(prefix="rewriter-") as scratch:
             root = Path(scratch)
-            src = root / "src"
+            src = _lay_out(root / "src", {path: work[path][1] for path in paths})
             rules = {}
             for i, path in enumerate(paths):
-                rule, data = work[path]
-                dest = src / path
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
                 rules[path] = root / f"rule{i}.cocci"
-                rules[path].write_text(rule)
+                rules[path].write_text(work[path][0])
             return self.map(lambda path: self._cached(marker, work[path][0], [], path, work[path][1],
                                                       lambda: self._one(rules[path], src, path, marker, [])),
                             paths, step)
@@ -225,11 +226,7 @@ class Runner:
             root = Path(scratch)
             sp = root / "rule.cocci"
             sp.write_text(cocci_text)
-            src = root / "src"
-            for rel, data in files.items():
-                dest = src / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
+            src = _lay_out(root / "src", files)
             names = sorted(files)
             out: list[tuple[str, object]] = []
             with _pool(self.jobs) as pool:

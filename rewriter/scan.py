@@ -122,13 +122,7 @@ def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[
 
 
 def _load_scan(entry) -> Scan | None:
-    if entry is None:
-        return None
-    try:
-        stored = pickle.loads(entry.read_bytes())
-    except Exception:  # absent, damaged, or written by other code: scan again
-        return None
-    return stored if isinstance(stored, Scan) else None
+    return cache.load_pickle(entry, lambda stored: isinstance(stored, Scan))
 
 
 def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],

@@ -287,15 +287,8 @@ def _conversion_entry(tree: Tree, runner: Runner, scan: Scan, convert: list[Patc
 
 
 def _load_conversion(entry, count: int) -> list[dict[str, bytes]] | None:
-    if entry is None:
-        return None
-    try:
-        stored = pickle.loads(entry.read_bytes())
-    except Exception:  # absent, damaged, or written by other code: convert again
-        return None
-    if not (isinstance(stored, list) and len(stored) == count and all(isinstance(f, dict) for f in stored)):
-        return None
-    return stored
+    return cache.load_pickle(entry, lambda stored: isinstance(stored, list) and len(stored) == count
+                             and all(isinstance(f, dict) for f in stored))
 
 
 # --------------------------------------------------------------------------

@@ -515,12 +515,7 @@ def test_helper_that_takes_the_lock_behind_annotations(scratch_repo, tools):
     """The write is in a helper that locks through another helper, both
     defined with annotations (__acquires(), __must_hold()) between the
     parameters and the body; its pte_same() check guards the write."""
-    (scratch_repo / "mm" / "fixture_self_locked.c").write_text(SELF_LOCKED_HELPER)
-    tools.commit_all(scratch_repo, "a caller whose helper takes the lock itself")
-    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
-    assert code == 0, err
-    import json
-    site = next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
+    site = _self_locked_site(scratch_repo, tools, SELF_LOCKED_HELPER)
     assert (site["verdict"], site["recheck"]) == ("rw", "dummy"), site["reasons"]
     assert any("fixture_move_one() takes the lock itself" in r for r in site["reasons"]), site["reasons"]
     assert any("pte_same() check" in r for r in site["reasons"]), site["reasons"]
@@ -558,13 +553,19 @@ def test_helper_that_takes_the_lock_and_writes_unchecked(scratch_repo, tools):
 \t}
 """, "")
     assert unchecked != SELF_LOCKED_HELPER
-    (scratch_repo / "mm" / "fixture_self_locked.c").write_text(unchecked)
-    tools.commit_all(scratch_repo, "a caller whose helper takes the lock itself and checks nothing")
-    code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+    site = _self_locked_site(scratch_repo, tools, unchecked)
+    assert (site["verdict"], site["recheck"]) == ("rw", "pmd_same"), site["reasons"]
+
+
+def _self_locked_site(repo, tools, text: str) -> dict:
+    """The scan's entry for fixture_move_via_self_locked() once text is
+    committed as mm/fixture_self_locked.c."""
+    (repo / "mm" / "fixture_self_locked.c").write_text(text)
+    tools.commit_all(repo, "a caller whose helper takes the lock itself")
+    code, out, err = tools.run_rewriter("scan", "--tree", repo, "--format", "json")
     assert code == 0, err
     import json
-    site = next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
-    assert (site["verdict"], site["recheck"]) == ("rw", "pmd_same"), site["reasons"]
+    return next(s for s in json.loads(out)["sites"] if s["function"] == "fixture_move_via_self_locked")
 
 
 def test_verdicts_do_not_depend_on_a_symlink_in_tmpdir(fixture_repo, scan_data, tmp_path, run_rewriter, monkeypatch):
