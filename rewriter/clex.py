@@ -205,19 +205,41 @@ def keep_functions(source: str, keep: set[str]) -> str:
     result are positions in source.  Used to let a path query look only at
     the functions it is about.
     """
+    # Every body blanked (once per file), with the bodies kept put back:
+    # blanking keeps the length, so the offsets of the two texts agree.
     toks = tokens(source)
-    out = list(source)
-    for name, open_brace, close in _definitions(toks):
-        if name not in keep:
-            _blank(source, out, toks[open_brace], toks[close])
-    return "".join(out)
+    blank = _all_bodies_blanked(source)
+    parts = []
+    done = 0
+    for name, open_brace, close in _definitions_of(source):
+        if name in keep:
+            first, last = toks[open_brace].offset + 1, toks[close].offset
+            parts += [blank[done:first], source[first:last]]
+            done = last
+    parts.append(blank[done:])
+    return "".join(parts)
+
+
+@lru_cache(maxsize=32)
+def _all_bodies_blanked(source: str) -> str:
+    """source with everything strictly between the braces of each function
+    body made spaces, newlines kept."""
+    toks = tokens(source)
+    parts = []
+    done = 0
+    for _name, open_brace, close in _definitions_of(source):
+        first, last = toks[open_brace].offset + 1, toks[close].offset
+        parts += [source[done:first], _NOT_NEWLINE.sub(" ", source[first:last])]
+        done = last
+    parts.append(source[done:])
+    return "".join(parts)
 
 
 def function_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
     """The lines (first, last) of the bodies of the functions named, from
     the line of "{" to the line of "}"."""
     toks = tokens(source)
-    return [(toks[o].line, toks[c].line) for name, o, c in _definitions(toks) if name in names]
+    return [(toks[o].line, toks[c].line) for name, o, c in _definitions_of(source) if name in names]
 
 
 def functions_reaching(source: str, name: str) -> set[str]:
@@ -226,7 +248,7 @@ def functions_reaching(source: str, name: str) -> set[str]:
     analysis of those bodies can follow a call (or a pointer) into."""
     toks = tokens(source)
     named: dict[str, set[str]] = {}
-    for fn, open_brace, close in _definitions(toks):
+    for fn, open_brace, close in _definitions_of(source):
         idents = {t.text for t in toks[open_brace:close] if t.kind == "ident"}
         named.setdefault(fn, set()).update(idents)
     todo = [fn for fn, idents in named.items() if name in idents]
@@ -237,6 +259,16 @@ def functions_reaching(source: str, name: str) -> set[str]:
                 seen.add(callee)
                 todo.append(callee)
     return seen
+
+
+@lru_cache(maxsize=128)
+def _definitions_of(source: str) -> tuple[tuple[str | None, int, int], ...]:
+    """_definitions() of source's tokens, remembered: the scan asks for the
+    functions of the same file once for each function it narrows it to."""
+    return tuple(_definitions(tokens(source)))
+
+
+_NOT_NEWLINE = re.compile(r"[^\n]")
 
 
 def _definitions(toks: tuple[Token, ...]) -> list[tuple[str | None, int, int]]:
@@ -299,10 +331,3 @@ def _closing_brace(toks: list[Token], open_brace: int) -> int | None:
             if depth == 0:
                 return j
     return None
-
-
-def _blank(source: str, out: list[str], first: Token, last: Token) -> None:
-    """Blank everything strictly between two brace tokens, keeping newlines."""
-    for k in range(first.offset + 1, last.offset):
-        if out[k] != "\n":
-            out[k] = " "

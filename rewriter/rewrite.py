@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from rewriter import cocci, text
 from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
@@ -127,7 +128,7 @@ def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, 
         return any(start <= first and last <= end for start, end in spans)
 
     out = []
-    for kind, i1, i2, j1, j2 in _line_edits(b, a):
+    for kind, i1, i2, j1, j2 in _line_edits(before, after):
         if kind == "equal":
             out.extend(o[i1:i2])
         elif not inside(*_edited_lines(i1, i2)):
@@ -137,18 +138,20 @@ def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, 
     return b"\n".join(out)
 
 
-def _line_edits(before: list[bytes], after: list[bytes]):
-    """difflib's opcodes for two lists of lines, the common head and tail
-    trimmed first (a file's edits are a few lines in thousands)."""
-    head, tail = common_ends(before, after)
-    if head:
-        yield "equal", 0, head, 0, head
-    middle = difflib.SequenceMatcher(None, before[head:len(before) - tail], after[head:len(after) - tail],
-                                     autojunk=False)
-    for kind, i1, i2, j1, j2 in middle.get_opcodes():
-        yield kind, i1 + head, i2 + head, j1 + head, j2 + head
+@lru_cache(maxsize=32)
+def _line_edits(before: bytes, after: bytes) -> tuple[tuple[str, int, int, int, int], ...]:
+    """difflib's opcodes for the lines of two texts, the common head and
+    tail trimmed first (a file's edits are a few lines in thousands).
+    Remembered: a series takes each file's edits once per commit."""
+    b = before.split(b"\n")
+    a = after.split(b"\n")
+    head, tail = common_ends(b, a)
+    out = [("equal", 0, head, 0, head)] if head else []
+    middle = difflib.SequenceMatcher(None, b[head:len(b) - tail], a[head:len(a) - tail], autojunk=False)
+    out += [(kind, i1 + head, i2 + head, j1 + head, j2 + head) for kind, i1, i2, j1, j2 in middle.get_opcodes()]
     if tail:
-        yield "equal", len(before) - tail, len(before), len(after) - tail, len(after)
+        out.append(("equal", len(b) - tail, len(b), len(a) - tail, len(a)))
+    return tuple(out)
 
 
 def _edited_lines(i1: int, i2: int) -> tuple[int, int]:
@@ -175,7 +178,7 @@ def partial(original: bytes, converted: bytes, spans: dict[str, list[tuple[int, 
         return found.pop() if len(found) == 1 else None
 
     out = []
-    for kind, i1, i2, j1, j2 in _line_edits(o, a):
+    for kind, i1, i2, j1, j2 in _line_edits(original, converted):
         if kind == "equal":
             out.extend(o[i1:i2])
             continue
