@@ -125,10 +125,9 @@ class Git:
         found = {path: "100644" for path in paths}
         if paths:
             out = self.run("ls-tree", "-z", rev, "--", *paths).stdout.decode("utf-8", "surrogateescape")
-            for entry in filter(None, out.split("\0")):
-                meta, path = entry.split("\t", 1)
+            for path, (mode, _kind, _oid) in ls_tree_entries(out).items():
                 if path in found:
-                    found[path] = meta.split()[0]
+                    found[path] = mode
         return found
 
     def directories(self, rev: str) -> list[str]:
@@ -277,9 +276,8 @@ class Git:
 
     def tree_of_files(self, files: dict[str, bytes]) -> str:
         """A tree holding just these files (flat names), e.g. a record."""
-        lines = []
-        for name in sorted(files):
-            lines.append(f"100644 blob {self.blob(files[name])}\t{name}")
+        names = sorted(files)
+        lines = [f"100644 blob {blob}\t{name}" for name, blob in zip(names, self.blobs([files[n] for n in names]))]
         return self.out("mktree", input=("\n".join(lines) + "\n").encode())
 
     # ------------------------------------------------------------ refs
@@ -292,6 +290,16 @@ class Git:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise InputError(f"could not create the refs ({err[-1] if err else 'git update-ref failed'}); "
                              f"nothing was written")
+
+
+def ls_tree_entries(out: str) -> dict[str, tuple[str, str, str]]:
+    """{name: (mode, type, id)} from the output of git ls-tree -z."""
+    entries = {}
+    for item in filter(None, out.split("\0")):
+        meta, name = item.split("\t", 1)
+        mode, kind, oid = meta.split()
+        entries[name] = (mode, kind, oid)
+    return entries
 
 
 class Trees:
@@ -341,12 +349,7 @@ class Trees:
     def _list(self, tree: str) -> dict[str, tuple[str, str, str]]:
         if tree not in self._entries:
             out = self.git.run("ls-tree", "-z", tree).stdout.decode("utf-8", "surrogateescape")
-            entries = {}
-            for item in filter(None, out.split("\0")):
-                meta, name = item.split("\t", 1)
-                mode, kind, oid = meta.split()
-                entries[name] = (mode, kind, oid)
-            self._entries[tree] = entries
+            self._entries[tree] = ls_tree_entries(out)
         return self._entries[tree]
 
     def _make(self, entries: dict[str, tuple[str, str, str]]) -> str:

@@ -8,7 +8,6 @@ paths.cocci -> verdicts -> Scan.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import pickle
 import re
@@ -113,12 +112,10 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
 def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes]):
     if runner.cache is None:
         return None
-    key = hashlib.sha256()
-    for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits)):
-        key.update(hashlib.sha256(part.encode("utf-8", "surrogateescape")).digest())
-    for path in sorted(sources):
-        key.update(hashlib.sha256(path.encode() + b"\0" + sources[path]).digest())
-    return runner.cache.directory / "scans" / key.hexdigest()
+    parts = [part.encode("utf-8", "surrogateescape")
+             for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits))]
+    parts += [path.encode("utf-8", "surrogateescape") + b"\0" + sources[path] for path in sorted(sources)]
+    return cache.entry("scans", *parts)
 
 
 def _load_scan(entry) -> Scan | None:
@@ -285,18 +282,14 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
     order = sorted(work, key=lambda key: -sum(_pairs(units[n][3], key[0]) for n in work[key]))
     answers = runner.map(ask, order, "paths", unit="questions")
 
-    found: dict[str, dict[str, set]] = {}
+    found: dict[str, dict[str, set]] = {path: _no_answers() for path in per_file}
     redo: set[tuple[str, tuple[str, str]]] = set()  # (path, query)
     for key, res in answers.items():
         if res.error:
             redo |= {(units[n][0], key[0]) for n in work[key]}
             continue
         for r in res.records:
-            path = units[r["file"]][0]
-            kinds = found.setdefault(path, _no_answers())
-            kinds[r["kind"]].add((tuple(r["from"]), tuple(r["to"])))
-    for path in per_file:
-        found.setdefault(path, _no_answers())
+            _answer(found, units[r["file"]][0], r)
     for path in uncovered:
         redo |= {(path, q) for q in per_file[path][1]}
     failed: set[str] = set()
@@ -314,7 +307,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
                 failed.add(path)
                 continue
             for r in res.records:
-                found[path][r["kind"]].add((tuple(r["from"]), tuple(r["to"])))
+                _answer(found, path, r)
     return {path: Paths(frozenset(k["reach"]), frozenset(k["after"]), frozenset(k["held"]),
                         frozenset(k["unguarded"]))
             for path, k in found.items() if path not in failed}
@@ -322,6 +315,10 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
 
 def _no_answers() -> dict[str, set]:
     return {"reach": set(), "after": set(), "held": set(), "unguarded": set()}
+
+
+def _answer(found: dict[str, dict[str, set]], path: str, record: dict) -> None:
+    found[path][record["kind"]].add((tuple(record["from"]), tuple(record["to"])))
 
 
 def _questions(name: str, sites: set, locks: set, ends: dict[str, set], unlocks: set,

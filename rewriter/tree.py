@@ -18,6 +18,7 @@ import git
 
 from rewriter import cache
 from rewriter.errors import InputError
+from rewriter.gitstore import ls_tree_entries
 
 Hit = tuple[str, int, str]  # (file, line, text)
 
@@ -62,10 +63,8 @@ class Tree:
         if missing:
             out = self.repo.git.execute(["git", "--literal-pathspecs", "ls-tree", "-z", "--full-tree",
                                          self.rev, "--", *missing], strip_newline_in_stdout=False)
-            for item in filter(None, out.split("\0")):
-                meta, name = item.split("\t", 1)
-                mode, kind, oid = meta.split()
-                if kind == "blob" and not mode.startswith("16"):
+            for name, (_mode, kind, oid) in ls_tree_entries(out).items():
+                if kind == "blob":
                     _id_memo[(self.repo.git_dir, self.rev, name)] = oid
         ids = {p: _id_memo.get((self.repo.git_dir, self.rev, p)) for p in paths}
         return None if None in ids.values() else ids
