@@ -38,6 +38,19 @@ class Verdict:
     # handing the table back), and where this function drops it.
     lock_points: tuple[Pos, ...] = ()
     unlock_points: tuple[Pos, ...] = ()
+    # Why the verdict and recheck hold, for the commit messages:
+    #   "reads"      ro: nothing changes the table under the lock;
+    #   "pmd_same"   rw: the caller rechecks the pmd after taking the lock;
+    #   "pte_same"   rw + dummy: a pte_same() check on an entry that cannot
+    #                be none guards every write;
+    #   "mmap_write" rw + dummy: every caller chain holds mmap_lock for write;
+    #   "review"     the rule does not decide: see question.
+    basis: str = ""
+    # For "mmap_write": (function, file) where each chain takes or asserts
+    # the mmap_lock for write.
+    write_locked_by: tuple[tuple[str, str], ...] = ()
+    # For review: the one-line question a person must answer in the plan.
+    question: str = ""
 
 
 # ---------------------------------------------------------------- helpers
