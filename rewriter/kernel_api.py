@@ -110,3 +110,30 @@ TRANSPARENT: frozenset[str] = frozenset({
 def is_debug_macro(name: str) -> bool:
     """BUG_ON(), WARN_ON_ONCE(), VM_BUG_ON() ... evaluate, never write."""
     return name.isupper() and any(w in name for w in ("BUG", "WARN"))
+
+
+# Take the mm's mmap_lock for write (a call in a condition counts on the
+# path where it succeeded), or assert that it is held for write.
+MMAP_WRITE_TAKERS: tuple[str, ...] = (
+    "mmap_write_lock", "mmap_write_lock_killable", "mmap_write_lock_nested",
+    "mmap_write_trylock", "mmap_assert_write_locked",
+)
+
+# Drop the write hold of the mmap_lock.
+MMAP_WRITE_DROPPERS: tuple[str, ...] = ("mmap_write_unlock", "mmap_write_downgrade")
+
+# Make a function callable from outside the tree (modules): its callers
+# there cannot be walked.
+EXPORTERS: tuple[str, ...] = (
+    "EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_NS", "EXPORT_SYMBOL_NS_GPL",
+)
+
+# Tests of an entry read earlier.  A test that is true when the entry is
+# none (pte_none) or false only for a none entry (pte_present,
+# is_swap_pte: both false for a none entry), whose branch leaves the
+# function, proves that the entry is not none after it.
+NONE_IF_TRUE: tuple[str, ...] = ("pte_none",)
+NOT_NONE_IF_TRUE: tuple[str, ...] = ("pte_present", "is_swap_pte")
+
+# Read an entry of the table (the fresh side of a pte_same() comparison).
+ENTRY_READERS: tuple[str, ...] = ("ptep_get", "ptep_get_lockless")

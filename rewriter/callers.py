@@ -1,0 +1,264 @@
+"""Walk the callers of a function across the tree, to tell whether every
+call chain that reaches it holds the mmap_lock for write.
+
+A chain is followed up, caller by caller, until a function holds the lock
+for write on every path to the call of the one below it (the chain is
+covered there), or until it cannot be followed: a function with no caller
+in the tree (an entry point), a function that is also used as a value
+(a function pointer, an ops table), named in a macro, exported to modules,
+or the depth limit.  Those chains are not covered, and say why.
+
+Which callers a function has is read from the source at the revision
+(git grep, then the C lexer); whether a caller holds the lock on every
+path to its call is asked of spatch (cocci/writelocked.cocci.j2), one
+one-function file per call, many to a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rewriter import cocci
+from rewriter import kernel_api as api
+from rewriter.clex import _definitions_of, keep_functions, tokens
+from rewriter.runner import Runner
+from rewriter.tree import Tree
+
+MARKER = "@@REWRITER-WRITELOCKED@@"
+DEPTH = 8  # callers above the function with the call; --caller-depth
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One way up from the function with the call.  functions: (name, file)
+    from that function up to where the walk stopped."""
+
+    functions: tuple[tuple[str, str], ...]
+    covered: bool
+    why: str  # covered: "takes it" / "asserts it"; otherwise why the walk stopped there
+
+    @property
+    def top(self) -> tuple[str, str]:
+        return self.functions[-1]
+
+
+@dataclass(frozen=True)
+class WriteLock:
+    """The answer for one function: every chain, and whether all hold the lock."""
+
+    chains: tuple[Chain, ...]
+
+    @property
+    def held(self) -> bool:
+        return bool(self.chains) and all(c.covered for c in self.chains)
+
+    @property
+    def holders(self) -> tuple[tuple[str, str], ...]:
+        return tuple(dict.fromkeys(c.top for c in self.chains if c.covered))
+
+    @property
+    def open_chains(self) -> tuple[Chain, ...]:
+        return tuple(c for c in self.chains if not c.covered)
+
+
+@dataclass(frozen=True)
+class _Ref:
+    file: str
+    function: str | None  # enclosing function, None at file scope
+    line: int
+    col: int
+    kind: str  # call, value, macro, export
+
+
+class Walker:
+    """One walk per scan: callers and answers are remembered across calls."""
+
+    def __init__(self, tree: Tree, runner: Runner, depth: int = DEPTH):
+        self.tree = tree
+        self.runner = runner
+        self.depth = depth
+        self._texts: dict[str, str] = {}
+        self._refs: dict[tuple[str, str], list[_Ref]] = {}
+        self._held: dict[tuple[str, int, int], bool] = {}
+        self.files_read: set[str] = set()
+        self.spatch_runs = 0
+
+    def text(self, path: str) -> str:
+        if path not in self._texts:
+            self._texts[path] = self.tree.read(path).decode("utf-8", errors="surrogateescape")
+            self.files_read.add(path)
+        return self._texts[path]
+
+    def write_locked(self, items: list[tuple[str, str, tuple[int, int]]]) -> dict[tuple[str, str, tuple[int, int]], WriteLock]:
+        """For each (file, function, position of a call in it): every chain
+        of callers that reaches that call, and whether each holds the
+        mmap_lock for write.  All items are walked level by level together,
+        so that each level is one git grep and one spatch run."""
+        # A frontier entry: (item, chain so far, the call its top function
+        # makes).  An item stops at its first chain that is not covered:
+        # one is enough for the verdict, and it is the one named.
+        frontier = [(item, ((item[1], item[0]),), (item[0], item[1], item[2])) for item in items]
+        done: dict = {item: [] for item in items}
+        seen: dict = {item: {item} for item in items}  # calls asked about, per item
+        stopped: set = set()
+        level = 0
+        while frontier:
+            held = self._ask([call for _i, _c, call in frontier])
+            nxt = []
+            need_refs = []
+            for item, chain, call in frontier:
+                if item in stopped:
+                    continue
+                if held.get(call):
+                    done[item].append(Chain(chain, True, "takes or asserts it"))
+                elif level >= self.depth:
+                    done[item].append(Chain(chain, False, f"the walk stops after {self.depth} callers "
+                                                          f"(--caller-depth)"))
+                    stopped.add(item)
+                else:
+                    need_refs.append((item, chain, call))
+            need_refs = [n for n in need_refs if n[0] not in stopped]
+            self._find_refs({(call[1], call[0]) for _i, _c, call in need_refs})
+            for item, chain, call in need_refs:
+                if item in stopped:
+                    continue
+                fn, path = call[1], call[0]
+                refs = self._refs[(fn, path)]
+                stops = [r for r in refs if r.kind != "call"]
+                calls = [r for r in refs if r.kind == "call" and r.function]
+                if stops or not calls:
+                    why = (_why(fn, stops[0]) if stops else f"{fn}() has no caller in the tree")
+                    done[item].append(Chain(chain, False, why))
+                    stopped.add(item)
+                    continue
+                for r in calls:
+                    up = (r.file, r.function, (r.line, r.col))
+                    if up in seen[item]:  # reached by another chain, or recursion: asked already
+                        continue
+                    seen[item].add(up)
+                    nxt.append((item, chain + ((r.function, r.file),), up))
+            frontier = [f for f in nxt if f[0] not in stopped]
+            level += 1
+        return {item: WriteLock(tuple(chains)) for item, chains in done.items()}
+
+    # ------------------------------------------------------------ callers
+
+    def _find_refs(self, functions: set[tuple[str, str]]) -> None:
+        todo = [(fn, path) for fn, path in functions if (fn, path) not in self._refs]
+        if not todo:
+            return
+        global_names = [fn for fn, path in todo if not self._is_static(fn, path)]
+        hits = self.tree.grep_words(global_names) if global_names else {}
+        for fn, path in todo:
+            if fn in global_names:
+                files = sorted({h[0] for h in hits.get(fn, []) if h[0].endswith((".c", ".h"))})
+                # A file with a static function of the same name calls its own.
+                files = [f for f in files if f == path or not self._defines_static(fn, f)]
+            else:
+                files = [path]
+            refs: list[_Ref] = []
+            for f in files:
+                refs.extend(self._refs_in(fn, f, path))
+            self._refs[(fn, path)] = refs
+
+    def _is_static(self, fn: str, path: str) -> bool:
+        return self._defines_static(fn, path)
+
+    def _defines_static(self, fn: str, path: str) -> bool:
+        text = self.text(path)
+        toks = tokens(text)
+        for name, open_brace, _close in _definitions_of(text):
+            if name != fn:
+                continue
+            # the declaration's words, back to the end of the previous one
+            k = open_brace
+            while k > 0 and toks[k - 1].text not in (";", "}") and not toks[k - 1].preproc:
+                k -= 1
+                if toks[k].text == "static":
+                    return True
+        return False
+
+    def _refs_in(self, fn: str, path: str, home: str) -> list[_Ref]:
+        text = self.text(path)
+        toks = tokens(text)
+        bodies = [(name, o, c) for name, o, c in _definitions_of(text)]
+        lines = text.split("\n")
+        out = []
+        for i, t in enumerate(toks):
+            if t.kind != "ident" or t.text != fn:
+                continue
+            if t.preproc:
+                out.append(_Ref(path, None, t.line, 0, "macro"))
+                continue
+            owner = next((name for name, o, c in bodies if o < i < c), None)
+            nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+            prev = toks[i - 1].text if i else ""
+            if owner is None:
+                if prev == "(" and i >= 2 and toks[i - 2].text in api.EXPORTERS:
+                    out.append(_Ref(path, None, t.line, 0, "export"))
+                elif nxt != "(" and prev == "(" and i >= 2 and toks[i - 2].kind == "ident":
+                    out.append(_Ref(path, None, t.line, 0, "macro:" + toks[i - 2].text))
+                elif nxt != "(" and prev in _VALUE_BEFORE:
+                    out.append(_Ref(path, None, t.line, 0, "value"))  # an initializer at file scope
+                continue  # its definition, a prototype, or another thing of that name
+            if owner == fn and path == home:
+                # a recursive call is no new way in
+                continue
+            if nxt == "(" and prev not in (".", "->"):
+                col = t.offset - (text.rfind("\n", 0, t.offset) + 1)
+                out.append(_Ref(path, owner, t.line, col, "call"))
+            elif prev in _VALUE_BEFORE or prev == "return":
+                out.append(_Ref(path, owner, t.line, 0, "value"))
+            # else a member, a local or a parameter that has the same name
+        del lines
+        return out
+
+    # ------------------------------------------------------------ spatch
+
+    def _ask(self, calls: list[tuple[str, str, tuple[int, int]]]) -> dict:
+        """{(file, function, pos): held} for each call, asked of spatch."""
+        todo = [c for c in dict.fromkeys(calls) if (c[0], *c[2]) not in self._held]
+        if todo:
+            units = {}
+            targets = {}
+            callees = set()
+            for n, (path, fn, pos) in enumerate(todo):
+                name = f"w{n}/{path}"
+                units[name] = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
+                targets[name] = {pos}
+                callees.add(self._callee_at(path, pos))
+            rule = cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table(targets),
+                                takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
+                                callees=sorted(callees))
+            res = self.runner.run_together(rule, units, MARKER, label="writelocked")
+            self.spatch_runs += 1
+            failing = {(r["file"], tuple(r["at"])) for r in res.records}
+            for n, (path, fn, pos) in enumerate(todo):
+                # An error means no answer: count the call as not held.
+                self._held[(path, *pos)] = not res.error and (f"w{n}/{path}", pos) not in failing
+        return {c: self._held[(c[0], *c[2])] for c in calls}
+
+    def _callee_at(self, path: str, pos: tuple[int, int]) -> str:
+        text = self.text(path)
+        for t in tokens(text):
+            if t.line == pos[0] and t.kind == "ident" and t.offset - (text.rfind("\n", 0, t.offset) + 1) == pos[1]:
+                return t.text
+        raise KeyError(pos)
+
+
+# What comes before a function's name when the function is used as a value:
+# "= fn", ".op = fn", "{ fn, ...}", "f(fn)", "&fn", "c ? fn : g".
+_VALUE_BEFORE = ("=", ",", "{", "(", "&", "?", ":")
+
+
+def _why(fn: str, ref: _Ref) -> str:
+    if ref.kind.startswith("macro:"):
+        return f"{fn} is named in {ref.kind[6:]}() in {ref.file}, which the walk does not expand"
+    return {"value": f"{fn}() is used as a value in {ref.file} (a function pointer or ops table)",
+            "macro": f"{fn}() is named in a macro in {ref.file}",
+            "export": f"{fn}() is exported, so callers outside the tree may reach it"}[ref.kind]
+
+
+def _table(targets: dict[str, set]) -> str:
+    return "{" + ", ".join(f"{name!r}: {{" + ", ".join(f"({l}, {c})" for l, c in sorted(pos)) + "}"
+                           for name, pos in targets.items()) + "}"
