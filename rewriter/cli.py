@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -118,6 +119,17 @@ def _scan_and_plan(args: argparse.Namespace):
     if chosen.made_at and chosen.made_at != result.rev:
         _notes.append(f"{args.plan} was made at {chosen.made_at[:12]}; the tree is at {result.rev[:12]}, where "
                       f"its {len(chosen.entries)} calls are the same, so it was followed as it is")
+    open_review = plan_mod.unsettled(chosen, result)
+    if open_review:
+        s = open_review[0]
+        more = f" ({len(open_review) - 1} more call(s) need review too)" if len(open_review) > 1 else ""
+        raise InputError(f"{s.file}:{s.line}: {s.key} needs review: {s.verdict.question or s.verdict.reasons[0]}; "
+                         f"settle it in a plan ('rewriter plan -o plan.toml', set decision and reason, "
+                         f"then --plan plan.toml){more}")
+    keep = plan_mod.kept(chosen)
+    if keep:
+        result = dataclasses.replace(result, sites=tuple(s for s in result.sites if s.key not in keep),
+                                     kept=tuple(s for s in result.sites if s.key in keep))
     check_names_free(tree, names)
     return tree, runner, names, result, chosen
 
@@ -300,6 +312,8 @@ def print_table(result: Scan, out=None) -> None:
         policy = f" {v.recheck}" if v.recheck else ""
         flag = " REVIEW" if v.review else ""
         out.write(f"{s.file}:{s.line}: {s.function}(): {v.verdict}{policy}{flag} -- {v.reasons[0]}\n")
+        if v.review and v.question:
+            out.write(f"    review: {v.question}\n")
     functions = {(s.file, s.function) for s in result.sites}
     files = {s.file for s in result.sites}
     ro = sum(1 for s in result.sites if s.verdict.verdict == "ro")

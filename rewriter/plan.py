@@ -13,7 +13,10 @@ from rewriter.scan import Scan, Site
 
 VERDICTS = ("ro", "rw")
 RECHECKS = ("pmd_same", "dummy")
-KEYS = {"file", "function", "index", "verdict", "recheck", "reason", "on_recheck_fail"}
+KEYS = {"file", "function", "index", "verdict", "recheck", "reason", "on_recheck_fail", "decision"}
+# How a person settles a call the scan marked for review: convert it as
+# the entry says, or keep it as it is (the old function then stays).
+DECISIONS = ("convert", "keep")
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,17 @@ class Entry:
     verdict: str
     recheck: str | None
     reason: str
-    on_recheck_fail: str | None = None
+    # The whole failure body of the pmd_same() recheck, replacing the
+    # tool's own: one text for every lock site, or one per lock site in
+    # the order of the lock sites.
+    on_recheck_fail: str | tuple[str, ...] | None = None
+    decision: str | None = None  # "convert" or "keep": a review settled by a person
+
+    def body_for(self, n: int) -> str | None:
+        """The plan's failure body for the n-th lock site, if it gives one."""
+        if isinstance(self.on_recheck_fail, tuple):
+            return self.on_recheck_fail[n] if n < len(self.on_recheck_fail) else None
+        return self.on_recheck_fail
 
     @property
     def key(self) -> str:
@@ -45,13 +58,27 @@ class Plan:
         raise KeyError(site.key)
 
 
+def unsettled(plan: Plan, scan: Scan) -> list[Site]:
+    """The calls the scan marked for review that the plan does not settle."""
+    return [s for s in scan.sites if s.verdict.review and plan.entry(s).decision is None]
+
+
+def kept(plan: Plan) -> set[str]:
+    """Keys of the calls a person decided to leave as they are."""
+    return {e.key for e in plan.entries if e.decision == "keep"}
+
+
 def default_reason(site: Site) -> str:
     v = site.verdict
     if v.verdict == "ro":
         return "it only reads the entries of the table, so the read-only variant is enough"
+    if v.recheck == "dummy" and v.basis == "mmap_write":
+        where = ", ".join(f"{fn}()" for fn, _f in v.write_locked_by)
+        return (f"every caller holds the mmap_lock for write ({where}), so the page table "
+                f"cannot be freed or replaced while the lock is held and no pmd recheck is needed")
     if v.recheck == "dummy":
-        return ("the pte_same() check after taking the lock detects any concurrent change "
-                "of the entry, so the pmd value is not needed")
+        return ("the pte_same() check after taking the lock compares an entry that cannot be "
+                "none, so it also detects a page table that was freed and replaced")
     return v.reasons[0] if v.reasons else "it may change the table under the lock"
 
 
@@ -69,7 +96,8 @@ def dump(plan: Plan, scan: Scan) -> str:
         calls.append({
             "file": e.file, "function": e.function, "index": e.index, "verdict": e.verdict,
             "recheck": e.recheck, "reason": e.reason, "on_recheck_fail": e.on_recheck_fail,
-            "line": s.line, "call": s.call, "review": s.verdict.review,
+            "decision": e.decision,
+            "line": s.line, "call": s.call, "review": s.verdict.review, "question": s.verdict.question,
             "evidence": [{"line": ev.line, "text": ev.text} for ev in s.verdict.evidence],
         })
     return text.render("plan.toml.j2", function=plan.function, tree=scan.tree, rev=scan.rev, calls=calls)
@@ -111,7 +139,7 @@ def load(path: str, scan: Scan) -> Plan:
         for k in ("file", "function", "index", "verdict"):
             if k not in c:
                 raise InputError(f"{where}: this call has no {k!r}; every [[call]] needs file, function, index and verdict")
-        for k in sorted(KEYS - {"index"}):
+        for k in sorted(KEYS - {"index", "on_recheck_fail"}):
             if k in c and not isinstance(c[k], str):
                 raise InputError(f"{where}: {k} must be a string in double quotes, not {c[k]!r}")
         if not isinstance(c["index"], int) or isinstance(c["index"], bool) or c["index"] < 0:
@@ -125,10 +153,19 @@ def load(path: str, scan: Scan) -> Plan:
         if verdict == "ro" and recheck is not None:
             raise InputError(f"{where}: a ro call takes no recheck (found {recheck!r}); set recheck = \"\"")
         fail = c.get("on_recheck_fail") or None
+        if isinstance(fail, list) and all(isinstance(x, str) for x in fail):
+            fail = tuple(fail)
+        elif fail is not None and not isinstance(fail, str):
+            raise InputError(f"{where}: on_recheck_fail must be a string, or a list of strings (one failure "
+                             f"body per lock site), not {fail!r}")
         if fail is not None and (verdict != "rw" or recheck != "pmd_same"):
             raise InputError(f"{where}: on_recheck_fail only applies to rw calls with recheck = \"pmd_same\"")
+        decision = c.get("decision") or None
+        if decision is not None and decision not in DECISIONS:
+            raise InputError(f"{where}: unknown decision {decision!r}; use \"convert\" (convert as this entry "
+                             f"says) or \"keep\" (leave the call as it is)")
         entry = Entry(str(c["file"]), str(c["function"]), c["index"], verdict, recheck,
-                      str(c.get("reason") or ""), fail)
+                      str(c.get("reason") or ""), fail, decision)
         if entry.key not in sites:
             raise InputError(f"{where}: the plan names {entry.key}, which is not a call at {scan.rev[:12]}; "
                              f"the plan is stale: write a new one with 'rewriter plan'")
@@ -136,7 +173,7 @@ def load(path: str, scan: Scan) -> Plan:
             raise InputError(f"{where}: {entry.key} is named twice; keep one entry per call")
         if not entry.reason:
             entry = Entry(entry.file, entry.function, entry.index, verdict, recheck,
-                          default_reason(sites[entry.key]), fail)
+                          default_reason(sites[entry.key]), fail, decision)
         entries.append(entry)
     planned = {e.key for e in entries}
     for s in scan.sites:

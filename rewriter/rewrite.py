@@ -210,8 +210,9 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     if clash:
         raise RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
                            f"rewriter cannot do both in one file yet: convert its calls by hand first")
-    for path, new in removed.items():
-        changes[path] = (tree.read(path), new)
+    if not scan.kept:  # a call left as it is still needs the old function
+        for path, new in removed.items():
+            changes[path] = (tree.read(path), new)
     return changes
 
 
@@ -528,27 +529,38 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
         raise RewriteError(f"{where}: the mapped table is not kept in a variable, so it cannot be released "
                            f"after a failed recheck; convert {entry.key} by hand or mark it ro/dummy in the plan")
     pmd = render(ctx.pmd)
-    if entry.on_recheck_fail:
-        action = [entry.on_recheck_fail.strip()]
-    else:
-        body = shape.failures.get((site.line, site.column))
-        if body is None:
-            found = ("the paths from the call reach different 'if (!" + target + ")' checks"
-                     if (site.line, site.column) in shape.failures
-                     else f"no 'if (!{target})' check follows the call")
-            raise RewriteError(f"{where}: {found}, so the action for a changed pmd is unknown; "
-                               f"set on_recheck_fail for {entry.key} in the plan")
-        action = _statements_of(_slice(lines, body))
     out = []
-    for lock in v.lock_points:
+    for n, lock in enumerate(v.lock_points):
         stmt = _insertion_point(shape, lock, lines)
         if stmt is None:
             raise RewriteError(f"{where}: cannot place the recheck after the lock at line {lock[0]}")
-        release = _release(source, lines, site, shape, lock, action, target)
+        given = entry.body_for(n)
+        if given is not None:
+            # The plan's body replaces the tool's own: release and action.
+            release, action = [], _statements_of("{\n" + given.strip() + "\n}")
+        elif lock in v.relocks:
+            raise RewriteError(f"{where}: the lock is taken again at line {lock[0]} after the table was unmapped, "
+                               f"so the body of its recheck cannot be derived; give it as item {n + 1} of the "
+                               f"list on_recheck_fail for {entry.key} in the plan")
+        else:
+            action = _failure_action(lines, site, shape, target, where, entry)
+            release = _release(source, lines, site, shape, lock, action, target)
         code = text.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
         out.append({"pos": stmt.start, "code": code.rstrip("\n"), "function": site.function,
                     "why": f"{site.key}: recheck the pmd after the lock at line {lock[0]}"})
     return out
+
+
+def _failure_action(lines: list[str], site: Site, shape: Shape, target: str, where: str, entry: Entry) -> list[str]:
+    """What the function does when the mapping fails: the body of its check."""
+    body = shape.failures.get((site.line, site.column))
+    if body is None:
+        found = ("the paths from the call reach different 'if (!" + target + ")' checks"
+                 if (site.line, site.column) in shape.failures
+                 else f"no 'if (!{target})' check follows the call")
+        raise RewriteError(f"{where}: {found}, so the action for a changed pmd is unknown; "
+                           f"set on_recheck_fail (the whole failure body) for {entry.key} in the plan")
+    return _statements_of(_slice(lines, body))
 
 
 def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos, action: list[str],

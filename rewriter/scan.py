@@ -13,7 +13,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 
-from rewriter import cache, cocci, verdicts
+from rewriter import cache, callers, cocci, verdicts
 from rewriter.errors import InputError
 from rewriter.clex import function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
@@ -66,6 +66,9 @@ class Scan:
     sites: tuple[Site, ...]
     mentions: tuple[Mention, ...]
     errors: tuple[FileError, ...]
+    # Calls a person decided to leave as they are (plan: decision = "keep");
+    # not among sites, and while there are any the old function stays.
+    kept: tuple[Site, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -76,7 +79,10 @@ class Scan:
                 {
                     "file": s.file, "line": s.line, "function": s.function, "call": s.call,
                     "verdict": s.verdict.verdict, "recheck": s.verdict.recheck,
-                    "review": s.verdict.review, "reasons": list(s.verdict.reasons),
+                    "review": s.verdict.review, "question": s.verdict.question,
+                    "basis": s.verdict.basis,
+                    "write_locked_by": [{"function": f, "file": p} for f, p in s.verdict.write_locked_by],
+                    "reasons": list(s.verdict.reasons),
                     "evidence": [{"line": e.line, "text": e.text} for e in s.verdict.evidence],
                 }
                 for s in self.sites
@@ -86,7 +92,7 @@ class Scan:
         }
 
 
-def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
+def scan(tree: Tree, runner: Runner, function: str = FUNCTION, depth: int = callers.DEPTH) -> Scan:
     runner.check_spatch()
     hits = grep(tree, runner, (function,))[function]
     if not hits:
@@ -99,21 +105,23 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION) -> Scan:
     # A scan is a function of the files that name the function, the
     # rewriter's own code and templates and the spatch version: a scan
     # of the same files is read back whole, without a look at them.
-    entry = _stored_scan_entry(runner, function, hits, sources)
+    # The caller walk reads other files of the tree: the tree id is part
+    # of the key.
+    entry = _stored_scan_entry(runner, function, hits, sources, f"{tree.tree_id()}:{depth}")
     stored = _load_scan(entry)
     if stored is not None:
         return dataclasses.replace(stored, tree=tree.path, rev=tree.rev)
-    result = _scan(tree, runner, function, hits, files, sources)
+    result = _scan(tree, runner, function, hits, files, sources, depth)
     if entry is not None and not result.errors:  # errors may be timeouts: ask again next time
         cache.store(entry, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return result
 
 
-def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes]):
+def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes], walk: str):
     if runner.cache is None:
         return None
     parts = [part.encode("utf-8", "surrogateescape")
-             for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits))]
+             for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits), walk)]
     parts += [path.encode("utf-8", "surrogateescape") + b"\0" + sources[path] for path in sorted(sources)]
     return cache.entry("scans", *parts)
 
@@ -122,8 +130,52 @@ def _load_scan(entry) -> Scan | None:
     return cache.load_pickle(entry, lambda stored: isinstance(stored, Scan))
 
 
+def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> list[Site]:
+    """The first half of the rule: a may-write call whose every caller chain
+    holds the mmap_lock for write needs no pmd_same() recheck (the table
+    cannot be freed under that lock), so it gets a dummy pmdval.  Only the
+    calls that would otherwise need the recheck are walked."""
+    asked = [s for s in sites if s.verdict.verdict == "rw" and s.verdict.recheck == "pmd_same"]
+    if not asked:
+        return sites
+    walker = callers.Walker(tree, runner, depth)
+    if runner.progress:
+        runner.progress("callers", 0, 1, "walks")
+    found = walker.write_locked([(s.file, s.function, (s.line, s.column)) for s in asked])
+    if runner.progress:
+        runner.progress("callers", 1, 1, "walks")
+    out = []
+    for s in sites:
+        answer = found.get((s.file, s.function, (s.line, s.column)))
+        if answer is None:
+            out.append(s)
+            continue
+        v = s.verdict
+        evidence = list(v.evidence)
+        for chain in answer.chains:
+            path = " <- ".join(f"{fn}()" for fn, _f in chain.functions)
+            top, top_file = chain.top
+            if chain.covered:
+                evidence.append(verdicts.Evidence(0, f"caller chain {path}: {top}() in {top_file} holds the "
+                                                     f"mmap_lock for write"))
+            else:
+                evidence.append(verdicts.Evidence(0, f"caller chain {path}: not known to hold the mmap_lock "
+                                                     f"for write: {chain.why}"))
+        if answer.held and not v.review:
+            holders = answer.holders
+            where = ", ".join(f"{fn}() in {f}" for fn, f in holders)
+            reasons = v.reasons + (f"every caller chain holds the mmap_lock for write ({where}), so the "
+                                   f"table cannot be freed or replaced under the lock",)
+            v = dataclasses.replace(v, recheck="dummy", reasons=reasons, evidence=tuple(evidence),
+                                    basis="mmap_write", write_locked_by=holders)
+        else:
+            v = dataclasses.replace(v, evidence=tuple(evidence))
+        out.append(dataclasses.replace(s, verdict=v))
+    return out
+
+
 def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],
-          sources: dict[str, bytes]) -> Scan:
+          sources: dict[str, bytes], depth: int = callers.DEPTH) -> Scan:
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
     # Only the functions with a call, and the same-file functions they can
@@ -191,11 +243,14 @@ def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str
         for ctx, evs in sorted(zip(contexts, events), key=lambda ce: ce[0].site.pos):
             if ctx.site.pos[0] in in_macros[path]:
                 continue
-            v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines)
+            guards = verdicts.site_guards(facts, ctx, evs, texts[path])
+            v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines, guards)
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
                                   _call_text(function, ctx.site.args), idx, v, ctx))
+
+    sites_out = _write_locked(tree, runner, sites_out, depth)
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
     mentions = [m for m in mentions if m.line not in in_macros.get(m.file, {})]

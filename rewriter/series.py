@@ -231,7 +231,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
         introduced, *converted, removed = stored
         for p, files in zip(convert, converted):
             p.files = files
-        return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+        return [Patch("introduce", introduced), *convert] + ([] if scan.kept else [Patch("remove", removed)])
 
     beside = helpers.Beside(tree, runner, names, old=scan.function)
     try:
@@ -266,7 +266,8 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
     if entry is not None:
         cache.store(entry, pickle.dumps([introduced, *(p.files for p in convert), removed],
                                         protocol=pickle.HIGHEST_PROTOCOL))
-    return [Patch("introduce", introduced), *convert, Patch("remove", removed)]
+    # A call a person decided to keep still needs the old function.
+    return [Patch("introduce", introduced), *convert] + ([] if scan.kept else [Patch("remove", removed)])
 
 
 def _conversion_entry(tree: Tree, runner: Runner, scan: Scan, convert: list[Patch], names: Names):

@@ -14,7 +14,9 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 def _toml(value: object) -> str:
-    """A TOML basic string (JSON's escapes are valid TOML)."""
+    """A TOML basic string, or an array of them (JSON's escapes are valid TOML)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json.dumps(str(v), ensure_ascii=False) for v in value) + "]"
     return json.dumps(str(value), ensure_ascii=False)
 
 

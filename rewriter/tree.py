@@ -69,6 +69,10 @@ class Tree:
         ids = {p: _id_memo.get((self.repo.git_dir, self.rev, p)) for p in paths}
         return None if None in ids.values() else ids
 
+    def tree_id(self) -> str:
+        """The id of the commit's tree: what the whole tree's contents are."""
+        return self.repo.commit(self.rev).tree.hexsha
+
     def grep_lines(self, word: str) -> list[Hit]:
         """(file, line, text) of every line at this commit with word in it."""
         return self.grep_words((word,))[word]
@@ -78,7 +82,7 @@ class Tree:
         them.  git grep decompresses every blob of the revision, which costs
         seconds on a kernel tree, so answers are remembered for the process
         and in the cache directory (keyed by the git tree id and the word)."""
-        tree_id = self.repo.commit(self.rev).tree.hexsha
+        tree_id = self.tree_id()
         out: dict[str, list[Hit]] = {}
         with _grep_lock:
             missing = []

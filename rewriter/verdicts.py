@@ -51,6 +51,9 @@ class Verdict:
     write_locked_by: tuple[tuple[str, str], ...] = ()
     # For review: the one-line question a person must answer in the plan.
     question: str = ""
+    # Lock sites (among lock_points) where the lock is taken again after
+    # the table was unmapped: their failure body cannot be derived.
+    relocks: tuple[Pos, ...] = ()
 
 
 # ---------------------------------------------------------------- helpers
@@ -352,9 +355,97 @@ class Paths:
     unguarded: frozenset[tuple[Pos, Pos]] = frozenset()
 
 
-def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
-           summaries: dict[str, HelperSummary], lines: list[str]) -> Verdict:
+@dataclass(frozen=True)
+class Guard:
+    """A pte_same() check on this call's table: where it is (the check, or
+    the call of the helper that makes it), the entry it compares against,
+    and whether that entry cannot be none there."""
+
+    pos: Pos
+    entry: tuple[str, ...]
+    not_none: bool
+    text: str
+
+
+def _fresh_side(arg: tuple[str, ...], tables: set[tuple[str, ...]]) -> bool:
+    """arg reads an entry of one of tables now: ptep_get(pte), ptep_get(pte + i)."""
+    if not arg or arg[0] not in api.ENTRY_READERS or arg[1:2] != ("(",):
+        return False
+    inner = arg[2:-1]
+    return any(outside_calls(inner, t) or inner == t for t in tables)
+
+
+def _entry_aliases(entry: tuple[str, ...], assigns: list[Assign]) -> set[tuple[str, ...]]:
+    """entry and the plain copies it was made from or into (entry = vmf->orig_pte)."""
+    found = {entry}
+    changed = True
+    while changed:
+        changed = False
+        for a in assigns:
+            if a.lhs in found and a.rhs not in found and all(t.isidentifier() or t in ("->", ".") for t in a.rhs):
+                found.add(a.rhs)
+                changed = True
+            elif a.rhs in found and a.lhs not in found:
+                found.add(a.lhs)
+                changed = True
+    return found
+
+
+def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source: str) -> list[Guard]:
+    """The pte_same() checks that compare an entry of this call's table, in
+    its function or in a helper it hands the table to, and whether the
+    entry compared cannot be none there (rewriter.guards)."""
+    from rewriter import guards as g
+
     site = ctx.site
+    fn_calls = facts.calls_in(site.function)
+    body = [c.pos[0] for c in fn_calls] + [site.pos[0]]
+    exits = g.exits(source, site.pos[0], max(body))
+    assigns = facts.assigns_in(site.function)
+    found: list[Guard] = []
+
+    def judge(pos: Pos, entry: tuple[str, ...], text: str) -> None:
+        names = _entry_aliases(entry, assigns)
+        tests = [x for x in exits if x.entry in names and x.line >= site.pos[0] and g.encloses(source, x, pos[0])]
+        not_none = any(x.proves == "not_none" for x in tests) and not any(x.proves == "none" for x in tests)
+        found.append(Guard(pos, entry, not_none, text))
+
+    for c in fn_calls:
+        if c.name in api.ENTRY_COMPARATORS and len(c.args) == 2 and c.pos > site.pos:
+            for fresh, other in ((0, 1), (1, 0)):
+                if _fresh_side(c.args[fresh], set(ctx.pointers)):
+                    judge(c.pos, c.args[other], f"{c.name}() compares the entry with {render(c.args[other])}")
+                    break
+    for e in events:
+        if not e.self_locked or e.helper is None:
+            continue
+        call = next((c for c in fn_calls if c.pos == e.pos), None)
+        params = facts.params.get(e.helper, {})
+        if call is None:
+            continue
+        by_name = {name: i for i, (name, _t) in params.items()}
+        for c in facts.calls_in(e.helper):
+            if c.name not in api.ENTRY_COMPARATORS or len(c.args) != 2:
+                continue
+            for fresh, other in ((0, 1), (1, 0)):
+                f_arg, o_arg = c.args[fresh], c.args[other]
+                if not (f_arg[:1] and f_arg[0] in api.ENTRY_READERS):
+                    continue
+                inner = f_arg[2:-1]
+                j = by_name.get(inner[0]) if len(inner) == 1 else None
+                k = by_name.get(o_arg[0]) if len(o_arg) == 1 else None
+                if j is None or k is None or j >= len(call.args) or k >= len(call.args):
+                    continue
+                if call.args[j] in ctx.pointers:
+                    judge(e.pos, call.args[k], f"{e.helper}() compares the entry with {render(call.args[k])}")
+                break
+    return found
+
+
+def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
+           summaries: dict[str, HelperSummary], lines: list[str], guards: list[Guard] | None = None) -> Verdict:
+    site = ctx.site
+    guards = guards or []
     reach = {e.pos for e in events if (site.pos, e.pos) in paths.reach}
     after = [e for e in events if e.pos in reach]
     locks = [e for e in after if e.kind == "lock"]
@@ -376,10 +467,11 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
             if e.self_locked:
                 inner = summaries[e.helper]
-                for c in facts.calls_in(e.helper):
-                    if c.name in api.ENTRY_COMPARATORS:
-                        evidence.append(Evidence(c.pos[0], f"{e.helper}() checks {c.name}() after taking the lock: "
-                                                 f"{_line(lines, c.pos[0])}"))
+                if any(gd.pos == e.pos for gd in guards):
+                    for c in facts.calls_in(e.helper):
+                        if c.name in api.ENTRY_COMPARATORS:
+                            evidence.append(Evidence(c.pos[0], f"{e.helper}() checks {c.name}() after taking the lock: "
+                                                     f"{_line(lines, c.pos[0])}"))
                 unguarded_inside = any((lp, wp) in paths.unguarded
                                        for lp in inner.lock_calls for wp in inner.write_calls)
                 outside_ok = holders and all((l.pos, e.pos) not in paths.unguarded for l in holders)
@@ -402,7 +494,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                 reasons.append(f"{e.text}, with the lock held: check that it does not change the table")
             else:
                 evidence.append(Evidence(e.pos[0], f"{e.text}, without the lock held: {_line(lines, e.pos[0])}"))
-        elif e.kind == "guard":
+        elif e.kind == "guard" and any(gd.pos == e.pos for gd in guards):
             evidence.append(Evidence(e.pos[0], f"{e.text}: {_line(lines, e.pos[0])}"))
     handed_back = None
     returns = [e for e in after if e.kind == "return"]
@@ -429,9 +521,22 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         if handed_back:
             guarded_all = False
     if writes_seen or handed_back or review:
+        weak = [gd for gd in guards if not gd.not_none]
+        if writes_seen and guarded_all and not review and guards and weak:
+            guarded_all = False
+            for gd in weak:
+                evidence.append(Evidence(gd.pos[0], f"{gd.text}, which may be none there: "
+                                                    f"{_line(lines, gd.pos[0])}"))
+            reasons.append(f"the pte_same() check compares {render(weak[0].entry)}, which may be none on "
+                           f"the way to it; an empty table that replaced this one compares equal")
+        elif writes_seen and guarded_all and not guards:
+            guarded_all = False  # the checks seen compare entries of another table
         recheck = "dummy" if (writes_seen and guarded_all and not review) else "pmd_same"
+        basis = "pte_same" if recheck == "dummy" else "pmd_same"
         if recheck == "dummy":
-            reasons.append("a pte_same() check after taking the lock guards every write")
+            entries = sorted({render(gd.entry) for gd in guards})
+            reasons.append(f"a pte_same() check after taking the lock guards every write, and the entry it "
+                           f"compares ({', '.join(entries)}) cannot be none there")
         ends = [e for e in after if e.kind in ("write", "unseen", "return", "exit")]
         # The recheck belongs after the first time the lock is taken: a lock
         # that can only follow another one comes after that recheck.
@@ -439,7 +544,46 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         first = [l for l in holding if not any(o.pos != l.pos and (o.pos, l.pos) in paths.after for o in holding)]
         lock_points = tuple(sorted({l.pos for l in first}))
         unlock_points = tuple(sorted(e.pos for e in after if e.kind == "unlock"))
-        return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points)
+        question = ""
+        relocks: tuple[Pos, ...] = ()
+        if recheck == "pmd_same":
+            # Once the table is unmapped, the mapping's RCU protection is
+            # gone: a later lock on it needs a recheck of its own.
+            unmaps = [c.pos for c in facts.calls_in(site.function)
+                      if c.name == "pte_unmap" and c.args and None in _refs_table(c.args[0], ctx)]
+            relocks = tuple(sorted({l.pos for l in holding if l.pos not in lock_points
+                                    and any(o < u < l.pos for o in lock_points for u in unmaps)}))
+            if relocks:
+                review = True
+                lock_points = tuple(sorted(set(lock_points) | set(relocks)))
+                r = relocks[0]
+                question = (f"{site.function}() takes the lock again at line {r[0]} after unmapping the table, "
+                            f"and changes it there: that lock needs its own pmd_same() recheck, whose failure "
+                            f"body the tool cannot derive; write one body per lock site as the list "
+                            f"on_recheck_fail and set decision = \"convert\", or decision = \"keep\"")
+                reasons.append(f"takes the lock again at line {r[0]} after the table was unmapped")
+            helpers_locking = sorted({e.helper for e in after if e.kind == "write" and e.self_locked and e.helper})
+            if not lock_points and helpers_locking:
+                review = True
+                question = (f"{site.function}() takes the lock only inside {', '.join(h + '()' for h in helpers_locking)}: "
+                            f"the pmd value must be carried into {'them' if len(helpers_locking) > 1 else 'it'} "
+                            f"for the recheck, which the tool does not do; convert it by hand, or set "
+                            f"decision = \"keep\" to leave the call as it is")
+            if handed_back and stored_for_caller(facts, ctx):
+                target = render(site.target) if site.target else ""
+                open_exits = [x for x in (e for e in after if e.kind in ("return", "exit"))
+                              if not held_by(x) and not _failure_exit(lines, x.pos[0], target)]
+                if open_exits:
+                    review = True
+                    x = open_exits[0]
+                    question = (f"{site.function}() can return at line {x.pos[0]} with the table still mapped "
+                                f"in {target} and its lock not taken: a caller that takes that lock later "
+                                f"needs its own pmd_same() recheck with the pmd value carried to it, which the "
+                                f"tool does not do; convert it and its callers by hand, or set "
+                                f"decision = \"keep\" to leave the call as it is")
+                    reasons.append(f"can return the table mapped and unlocked to a caller that may lock it")
+        return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points,
+                       basis="review" if review else basis, question=question, relocks=relocks)
     reads = [e for e in after if e.kind in ("read", "unseen")]
     for e in reads:
         if e.kind == "read":
@@ -448,7 +592,14 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         reasons.append("only reads entries, with or without the lock; nothing changes the table")
     else:
         reasons.append("only reads entries without taking the lock; nothing changes the table")
-    return Verdict("ro", None, False, tuple(reasons), tuple(_dedupe(evidence)))
+    return Verdict("ro", None, False, tuple(reasons), tuple(_dedupe(evidence)), basis="reads")
+
+
+def _failure_exit(lines: list[str], line: int, target: str) -> bool:
+    """The exit of the function's own check of a failed mapping."""
+    around = " ".join(lines[max(0, line - 2):line]).replace(" ", "")
+    t = target.replace(" ", "")
+    return bool(t) and (f"!{t})" in around or f"{t}==NULL" in around)
 
 
 def _dedupe(evidence: list[Evidence]) -> list[Evidence]:
