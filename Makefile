@@ -93,13 +93,16 @@ test: deps venv kernel
 # The series' branch and version record go into KERNEL_TREE; --force
 # replaces those of the last demo, and SERIES.  Without a git identity in
 # the tree the series is signed by a placeholder demo author.
+# The scan marks three calls of 6.12 for review; demo/linux-6.12.plan.toml
+# is the plan a reviewer settled them in (DEMO_PLAN).
 DEMO_AUTHOR := rewriter demo <rewriter-demo@example.invalid>
+DEMO_PLAN   ?= demo/linux-6.12.plan.toml
 demo: deps venv kernel
 	$(VENV)/bin/rewriter scan --tree '$(KERNEL_TREE)'
 	@if git -C '$(KERNEL_TREE)' var GIT_AUTHOR_IDENT >/dev/null 2>&1; then \
-	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' -o '$(SERIES)' --force; \
+	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' --plan '$(DEMO_PLAN)' -o '$(SERIES)' --force; \
 	else \
-	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' -o '$(SERIES)' --force --author '$(DEMO_AUTHOR)'; \
+	    set -x; $(VENV)/bin/rewriter series --tree '$(KERNEL_TREE)' --plan '$(DEMO_PLAN)' -o '$(SERIES)' --force --author '$(DEMO_AUTHOR)'; \
 	fi
 
 # The whole check of the real series, as a maintainer's CI would run it:

@@ -35,8 +35,8 @@ class Entry:
 
     def body_for(self, n: int) -> str | None:
         """The plan's failure body for the n-th lock site, if it gives one."""
-        if isinstance(self.on_recheck_fail, tuple):
-            return self.on_recheck_fail[n] if n < len(self.on_recheck_fail) else None
+        if isinstance(self.on_recheck_fail, tuple):  # "" keeps the tool's own body for that site
+            return (self.on_recheck_fail[n] or None) if n < len(self.on_recheck_fail) else None
         return self.on_recheck_fail
 
     @property
@@ -98,6 +98,8 @@ def dump(plan: Plan, scan: Scan) -> str:
             "recheck": e.recheck, "reason": e.reason, "on_recheck_fail": e.on_recheck_fail,
             "decision": e.decision,
             "line": s.line, "call": s.call, "review": s.verdict.review, "question": s.verdict.question,
+            "lock_sites": [(n + 1, pos[0], pos in s.verdict.relocks)
+                           for n, pos in enumerate(s.verdict.lock_points)] if s.verdict.recheck == "pmd_same" else [],
             "evidence": [{"line": ev.line, "text": ev.text} for ev in s.verdict.evidence],
         })
     return text.render("plan.toml.j2", function=plan.function, tree=scan.tree, rev=scan.rev, calls=calls)
