@@ -152,15 +152,16 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> 
             continue
         v = s.verdict
         evidence = list(v.evidence)
+        at = next((e.text for e in v.evidence if e.line == s.line), "")
         for chain in answer.chains:
             path = " <- ".join(f"{fn}()" for fn, _f in chain.functions)
             top, top_file = chain.top
             if chain.covered:
-                evidence.append(verdicts.Evidence(0, f"caller chain {path}: {top}() in {top_file} holds the "
-                                                     f"mmap_lock for write"))
+                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: {top}() in {top_file} holds the "
+                                                     f"mmap_lock for write: {at}"))
             else:
-                evidence.append(verdicts.Evidence(0, f"caller chain {path}: not known to hold the mmap_lock "
-                                                     f"for write: {chain.why}"))
+                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: not known to hold the mmap_lock "
+                                                     f"for write, {chain.why}: {at}"))
         if answer.held and not v.review:
             holders = answer.holders
             where = ", ".join(f"{fn}() in {f}" for fn, f in holders)

@@ -571,8 +571,13 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                             f"decision = \"keep\" to leave the call as it is")
             if handed_back and stored_for_caller(facts, ctx):
                 target = render(site.target) if site.target else ""
+                # An exit right after the table is unmapped hands nothing out.
+                released = [c.pos[0] for c in facts.calls_in(site.function)
+                            if c.name in ("pte_unmap", "pte_unmap_unlock") and c.args
+                            and None in _refs_table(c.args[0], ctx)]
                 open_exits = [x for x in (e for e in after if e.kind in ("return", "exit"))
-                              if not held_by(x) and not _failure_exit(lines, x.pos[0], target)]
+                              if not held_by(x) and not _failure_exit(lines, x.pos[0], target)
+                              and not any(x.pos[0] - 3 <= r <= x.pos[0] for r in released)]
                 if open_exits:
                     review = True
                     x = open_exits[0]
