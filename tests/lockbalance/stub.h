@@ -136,19 +136,22 @@ static int lb_failed_runs;
 static bool lb_retries;		/* a failure makes the function retry */
 static jmp_buf lb_escape;
 
+/* Record a problem once (a loop may repeat it). */
 static void lb_error(const char *tag, const char *fmt, ...)
 {
 	size_t len = strlen(lb_errors);
+	char msg[400];
+	int n;
 	va_list ap;
 
-	if (len + 64 >= sizeof(lb_errors))
-		return;
-	snprintf(lb_errors + len, sizeof(lb_errors) - len, "%s%s: ",
-		 len ? "; " : "", tag);
-	len = strlen(lb_errors);
+	n = snprintf(msg, sizeof(msg), "%s: ", tag);
 	va_start(ap, fmt);
-	vsnprintf(lb_errors + len, sizeof(lb_errors) - len, fmt, ap);
+	vsnprintf(msg + n, sizeof(msg) - n, fmt, ap);
 	va_end(ap);
+	if (strstr(lb_errors, msg) || len + strlen(msg) + 3 >= sizeof(lb_errors))
+		return;
+	snprintf(lb_errors + len, sizeof(lb_errors) - len, "%s%s",
+		 len ? "; " : "", msg);
 }
 
 #define LB_EXPECT(cond) \
