@@ -372,6 +372,34 @@ def _interrupts_held():
             signal.signal(sig, handler)
 
 
+# The options that name a file or a directory (their dest).
+PATH_OPTIONS = ("tree", "plan", "output", "output_directory", "emit_cocci", "series", "mbox")
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path option absolute, against the directory the command
+    was run in: git and the other tools rewriter runs work in directories
+    of their own (a scratch clone, the run's temporary directory), where a
+    relative path names something else.  What the user typed is kept in
+    args.given, for the lines that name an output as the user did."""
+    if getattr(args, "command", None) == "check" and args.series is None and args.branch is None:
+        args.series = "outgoing"
+    args.given = {}
+    here = None
+    for dest in PATH_OPTIONS:
+        value = getattr(args, dest, None)
+        if not value or os.path.isabs(value) or (dest == "output" and value == "-"):
+            continue
+        if here is None:
+            try:
+                here = os.getcwd()
+            except OSError as exc:
+                raise InputError(f"{value}: the current directory is gone ({exc.strerror or exc}); "
+                                 f"run rewriter from a directory that exists, or give absolute paths") from None
+        args.given[dest] = value
+        setattr(args, dest, os.path.abspath(os.path.join(here, value)))
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
     # outputs are removed on the way out.
@@ -379,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     _notes.clear()
     try:
         args = build_parser().parse_args(argv)
+        resolve_paths(args)
         with _run_scratch():
             code = args.func(args)
         if code == EXIT_OK:
@@ -455,9 +484,10 @@ def cmd_series(args: argparse.Namespace) -> int:
     say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
     with ready.git.quarantine():  # no object reaches the repository before the end
         res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
-    write_stdout(f"{len(res.files) - 1} patches and a cover letter in {res.out_dir}/; "
+    shown = args.given.get("output_directory", res.out_dir)  # as the user named it
+    write_stdout(f"{len(res.files) - 1} patches and a cover letter in {shown}/; "
                  f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"
-                 + "".join(f"  {name}\n" for name in res.files))
+                 + "".join(f"  {os.path.join(shown, Path(name).name)}\n" for name in res.files))
     return EXIT_OK
 
 
