@@ -334,26 +334,57 @@ def _run_scratch():
     the end with interrupts held.  The scratch directories inside are
     removed as soon as they are done with; but an interrupt that lands
     while one of them is being removed stops that, and would leave the
-    rest of it behind."""
+    rest of it behind.
+
+    An interrupt can land between any two steps of Python code, so the
+    directory is made with interrupts caught (one that came meanwhile is
+    raised once the block that removes the directory has begun), and its
+    removal is done again when an interrupt stops it before interrupts
+    are held for it."""
     global _user_tmp
     outer = tempfile.gettempdir()
+    caught: list[int] = []
+    held = _catch_interrupts(caught)  # an interrupt before this: nothing is made yet
     try:
         root = tempfile.mkdtemp(prefix="rewriter-", dir=outer)
     except OSError as exc:
+        _restore_handlers(held)
         raise InputError(f"cannot make a scratch directory in {outer} ({exc.strerror or exc}); "
                          f"set TMPDIR to a directory with room that you may write") from None
     saved = tempfile.tempdir, os.environ.get("TMPDIR"), _user_tmp
     tempfile.tempdir, os.environ["TMPDIR"], _user_tmp = root, root, outer
     try:
+        _restore_handlers(held)  # from here on an interrupt is raised in this try
+        if caught:
+            raise KeyboardInterrupt
         yield
     finally:
-        tempfile.tempdir, tmpdir, _user_tmp = saved
-        if tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = tmpdir
-        with _interrupts_held():
-            shutil.rmtree(root, ignore_errors=True)
+        while True:
+            try:
+                with _interrupts_held():
+                    tempfile.tempdir, tmpdir, _user_tmp = saved
+                    if tmpdir is None:
+                        os.environ.pop("TMPDIR", None)
+                    else:
+                        os.environ["TMPDIR"] = tmpdir
+                    shutil.rmtree(root, ignore_errors=True)
+                break
+            except KeyboardInterrupt:  # it came before the handlers were in place: once more, held
+                continue
+
+
+def _catch_interrupts(caught: list[int]) -> dict:
+    """Note SIGINT and SIGTERM in caught instead of acting on them, until
+    _restore_handlers() with what this returns."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _restore_handlers(old: dict) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 @contextmanager
