@@ -348,26 +348,57 @@ def _run_scratch():
     the end with interrupts held.  The scratch directories inside are
     removed as soon as they are done with; but an interrupt that lands
     while one of them is being removed stops that, and would leave the
-    rest of it behind."""
+    rest of it behind.
+
+    An interrupt can land between any two steps of Python code, so the
+    directory is made with interrupts caught (one that came meanwhile is
+    raised once the block that removes the directory has begun), and its
+    removal is done again when an interrupt stops it before interrupts
+    are held for it."""
     global _user_tmp
     outer = tempfile.gettempdir()
+    caught: list[int] = []
+    held = _catch_interrupts(caught)  # an interrupt before this: nothing is made yet
     try:
         root = tempfile.mkdtemp(prefix="rewriter-", dir=outer)
     except OSError as exc:
+        _restore_handlers(held)
         raise InputError(f"cannot make a scratch directory in {outer} ({exc.strerror or exc}); "
                          f"set TMPDIR to a directory with room that you may write") from None
     saved = tempfile.tempdir, os.environ.get("TMPDIR"), _user_tmp
     tempfile.tempdir, os.environ["TMPDIR"], _user_tmp = root, root, outer
     try:
+        _restore_handlers(held)  # from here on an interrupt is raised in this try
+        if caught:
+            raise KeyboardInterrupt
         yield
     finally:
-        tempfile.tempdir, tmpdir, _user_tmp = saved
-        if tmpdir is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = tmpdir
-        with _interrupts_held():
-            shutil.rmtree(root, ignore_errors=True)
+        while True:
+            try:
+                with _interrupts_held():
+                    tempfile.tempdir, tmpdir, _user_tmp = saved
+                    if tmpdir is None:
+                        os.environ.pop("TMPDIR", None)
+                    else:
+                        os.environ["TMPDIR"] = tmpdir
+                    shutil.rmtree(root, ignore_errors=True)
+                break
+            except KeyboardInterrupt:  # it came before the handlers were in place: once more, held
+                continue
+
+
+def _catch_interrupts(caught: list[int]) -> dict:
+    """Note SIGINT and SIGTERM in caught instead of acting on them, until
+    _restore_handlers() with what this returns."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _restore_handlers(old: dict) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 @contextmanager
@@ -386,6 +417,34 @@ def _interrupts_held():
             signal.signal(sig, handler)
 
 
+# The options that name a file or a directory (their dest).
+PATH_OPTIONS = ("tree", "plan", "output", "output_directory", "emit_cocci", "series", "mbox")
+
+
+def resolve_paths(args: argparse.Namespace) -> None:
+    """Make every path option absolute, against the directory the command
+    was run in: git and the other tools rewriter runs work in directories
+    of their own (a scratch clone, the run's temporary directory), where a
+    relative path names something else.  What the user typed is kept in
+    args.given, for the lines that name an output as the user did."""
+    if getattr(args, "command", None) == "check" and args.series is None and args.branch is None:
+        args.series = "outgoing"
+    args.given = {}
+    here = None
+    for dest in PATH_OPTIONS:
+        value = getattr(args, dest, None)
+        if not value or os.path.isabs(value) or (dest == "output" and value == "-"):
+            continue
+        if here is None:
+            try:
+                here = os.getcwd()
+            except OSError as exc:
+                raise InputError(f"{value}: the current directory is gone ({exc.strerror or exc}); "
+                                 f"run rewriter from a directory that exists, or give absolute paths") from None
+        args.given[dest] = value
+        setattr(args, dest, os.path.abspath(os.path.join(here, value)))
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM cleans up like Ctrl-C: scratch directories and half-written
     # outputs are removed on the way out.
@@ -393,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     _notes.clear()
     try:
         args = build_parser().parse_args(argv)
+        resolve_paths(args)
         with _run_scratch():
             code = args.func(args)
         if code == EXIT_OK:
@@ -469,9 +529,10 @@ def cmd_series(args: argparse.Namespace) -> int:
     say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
     with ready.git.quarantine():  # no object reaches the repository before the end
         res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
-    write_stdout(f"{len(res.files) - 1} patches and a cover letter in {res.out_dir}/; "
+    shown = args.given.get("output_directory", res.out_dir)  # as the user named it
+    write_stdout(f"{len(res.files) - 1} patches and a cover letter in {shown}/; "
                  f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"
-                 + "".join(f"  {name}\n" for name in res.files))
+                 + "".join(f"  {os.path.join(shown, Path(name).name)}\n" for name in res.files))
     return EXIT_OK
 
 

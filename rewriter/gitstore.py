@@ -14,12 +14,15 @@ interrupted before that leaves no object behind.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +210,11 @@ class Git:
                 if target.exists():
                     continue  # git has it already: objects are named by their contents
                 if not target.parent.is_dir():
-                    target.parent.mkdir()
-                    added.append(target.parent)
+                    try:
+                        target.parent.mkdir()
+                        added.append(target.parent)
+                    except FileExistsError:  # another git made it meanwhile: it is not ours to remove
+                        pass
                 try:
                     os.rename(path, target)
                 except OSError:  # another file system: copy beside it, then rename
@@ -221,8 +227,11 @@ class Git:
                         os.unlink(tmp)
                         raise
                 added.append(target)
-        except BaseException:
+        except BaseException as exc:
             self.unmigrate(added)
+            if isinstance(exc, OSError):  # not the output directory's fault: say where
+                raise InputError(f"{dst}: cannot move the new objects there ({exc.strerror or exc}); "
+                                 f"nothing was written: make it writable, or run rewriter on a clone") from None
             raise
         return added
 
@@ -282,14 +291,54 @@ class Git:
 
     # ------------------------------------------------------------ refs
 
+    @contextmanager
+    def publish_lock(self, wait: float = 60.0):
+        """One rewriter at a time between this and the refs it writes: an
+        exclusive flock(2) on the repository's object directory, held for
+        the block.  Nothing is written for it, and the kernel lets it go
+        when the process dies.  Another rewriter that holds it is waited
+        for (it holds it only while it moves objects and writes refs)."""
+        fd = os.open(self.objects_dir(), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
+                        raise InputError(f"{self.objects_dir()}: another rewriter has been writing its series "
+                                         f"there for {wait:g} seconds; nothing was written: run again when it "
+                                         f"is done") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # lets the lock go
+
     def update_refs(self, updates: list[tuple[str, str, str | None]]) -> None:
-        """(ref, new, old) all at once or not at all; old None: must not exist."""
-        lines = "".join(f"update {ref} {new} {old or ZERO}\n" for ref, new, old in updates)
+        """(ref, new, old) all at once or not at all, in one transaction of
+        git update-ref --stdin; old None: the ref must not exist (create).
+        When a ref is not as expected (written meanwhile), RefMoved names
+        the first such ref."""
+        lines = "".join(f"create {ref} {new}\n" if old is None else f"update {ref} {new} {old}\n"
+                        for ref, new, old in updates)
         proc = self.run("update-ref", "--stdin", input=lines.encode(), check=False)
         if proc.returncode != 0:
+            for ref, _new, old in updates:
+                now = self.resolve(ref)
+                if now != old:
+                    raise RefMoved(ref, old, now)
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise InputError(f"could not create the refs ({err[-1] if err else 'git update-ref failed'}); "
                              f"nothing was written")
+
+
+class RefMoved(InputError):
+    """A ref is not where it was expected: another process wrote it."""
+
+    def __init__(self, ref: str, old: str | None, now: str | None):
+        super().__init__(f"{ref} was {'written' if now else 'deleted'} meanwhile; nothing was written")
+        self.ref, self.old, self.now = ref, old, now
 
 
 def ls_tree_entries(out: str) -> dict[str, tuple[str, str, str]]:

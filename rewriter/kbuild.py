@@ -395,6 +395,8 @@ class Source:
             if say:
                 say(f"export the base with git archive into {self.dir} (once per base)")
             self._export(cache)
+        else:
+            drop_build_products(self.dir)  # an export made before they were left out
 
     def _export(self, cache: Path) -> None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -411,6 +413,7 @@ class Source:
             shutil.rmtree(tmp, ignore_errors=True)
             raise RewriterError("cannot export the base with git archive | tar: "
                                 + _last_line(err + tar.stderr.decode(errors="replace")))
+        drop_build_products(tmp)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.replace(tmp, self.dir)
         self.record.unlink(missing_ok=True)
@@ -440,6 +443,28 @@ class Source:
     def read_base(self, path: str) -> str | None:
         data = self.blob(self.base, path)
         return data.decode("utf-8", "replace") if data is not None else None
+
+
+# What a build in the source tree leaves there, that a commit may carry
+# too (a .config committed by mistake): the kernel's top Makefile refuses an
+# out-of-tree build (O=) from a source tree with .config, include/config or
+# arch/$(SRCARCH)/include/generated ("The source tree is not clean, please
+# run 'make mrproper'"), and the others would be read before the build's own.
+BUILD_PRODUCTS = (".config", ".config.old", "include/config", "include/generated",
+                  "arch/*/include/generated")
+
+
+def drop_build_products(src: Path) -> list[str]:
+    """Remove BUILD_PRODUCTS from an exported source tree; what was removed."""
+    gone = []
+    for pattern in BUILD_PRODUCTS:
+        for path in sorted(src.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            gone.append(path.relative_to(src).as_posix())
+    return gone
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -508,7 +533,7 @@ class Builder:
         proc = self.make(probe, cfg.defconfig)
         if proc.returncode != 0:
             raise RewriterError(f"make {cfg.defconfig} for {cfg.arch.make_arch} failed: "
-                                f"{_last_line(proc.stderr or proc.stdout)}")
+                                f"{first_error(proc.stderr, proc.stdout)}")
         # -Werror (CONFIG_WERROR, CONFIG_PPC_WERROR, ...) would turn the
         # first new warning into a failed build and hide the others: the
         # check tells new warnings from errors itself.
@@ -523,7 +548,8 @@ class Builder:
                            check=True, capture_output=True)
             proc = self.make(probe, "olddefconfig")
             if proc.returncode != 0:
-                raise RewriterError(f"make olddefconfig failed: {_last_line(proc.stderr or proc.stdout)}")
+                raise RewriterError(f"make olddefconfig for {cfg.arch.make_arch} failed: "
+                                    f"{first_error(proc.stderr, proc.stdout)}")
         after = _read_config(out / ".config")
         stamp.write_text(json.dumps({"recipe": recipe, "werror_off": werror,
                                      "enabled": [o for o in wanted if after.get(o) == "y"],
@@ -641,6 +667,46 @@ def _read_config(path: Path) -> dict[str, str]:
         if m:
             out[m.group(1)] = m.group(2).strip('"')
     return out
+
+
+# make's own line for a target that failed ("make[1]: *** [Makefile:659:
+# outputmakefile] Error 1"): it says where, the lines before it say why.
+MAKE_SUMMARY_RE = re.compile(r"^make(?:\[\d+\])?: \*\*\* \[.*\] Error \d+")
+ERROR_RE = re.compile(r"\berror\b", re.I)
+
+
+def first_error(*outputs: str) -> str:
+    """The first line of make's output that says what went wrong: the
+    first with "error" (a compiler's "error:", an assembler's "Error:") or
+    a "***" message (make's "*** No rule to make target ...", a
+    Makefile's "*** The source tree is not clean ..."), with the "***"
+    lines right after it; not the "[target] Error N" lines make ends
+    with, which are shown only when there is nothing else.  outputs:
+    standard error, then standard output (where Kconfig's "***" lines are
+    news, not errors: "*** Default configuration is based on ...")."""
+    for k, text in enumerate(outputs):
+        lines = [line.strip() for line in (text or "").splitlines()]
+        for n, line in enumerate(lines):
+            if MAKE_SUMMARY_RE.match(line):
+                continue
+            if (line.startswith("***") and k == 0) or re.match(r"^make(?:\[\d+\])?: \*\*\*", line):
+                words = [_star_text(line)]
+                if not words[0]:
+                    continue  # a frame of asterisks
+                for more in lines[n + 1:]:
+                    if not more.startswith("***") or not _star_text(more):
+                        break
+                    words.append(_star_text(more))
+                return " ".join(words)
+            if ERROR_RE.search(line):
+                return line
+    return _last_line(next((o for o in outputs if o and o.strip()), ""))
+
+
+def _star_text(line: str) -> str:
+    """ "*** text" or "make[1]: *** text" -> "text"."""
+    line = re.sub(r"^make(?:\[\d+\])?: ", "", line)
+    return line.lstrip("*").strip()
 
 
 def _last_line(text: str) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from rewriter import cache, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter.clex import function_spans, render as render_tokens
 from rewriter.errors import InputError, RewriterError
-from rewriter.gitstore import Git, Ident, Trees, When, parse_ident
+from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
 from rewriter.helpers import Names
 from rewriter.plan import Entry, Plan
 from rewriter.runner import Runner
@@ -578,13 +578,22 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         record_commit = versions.store(git, record, author, date)
 
         aside = Path(scratch) / "replaced"
-        with _deferred_interrupts():
+        # Another run may have taken the branch, the version record or the
+        # directory since prepare(): the lock keeps other rewriters out
+        # while the three are looked at again and written (and their
+        # objects moved), and the refs are written in one transaction that
+        # expects them as prepare() found them, for any other git.
+        with _deferred_interrupts(), git.publish_lock():
+            _check_unchanged(ready, out)
             _install(work, out, aside)
             try:
                 added = git.migrate()  # the objects, out of quarantine (rewriter.gitstore)
                 try:
                     git.update_refs([(ready.branch_ref, tip, ready.old_branch),
                                      (ready.record_ref, record_commit, ready.old_record)])
+                except RefMoved as exc:
+                    git.unmigrate(added)
+                    raise _taken(ready, exc.ref, exc.now) from None
                 except BaseException:
                     git.unmigrate(added)
                     raise
@@ -643,6 +652,36 @@ def _deferred_interrupts():
         raise
     for sig in old:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _check_unchanged(ready: Prepared, out: Path) -> None:
+    """Refuse when the branch, the version record or the output directory
+    is no longer as prepare() found it: another run wrote it meanwhile."""
+    for ref, old in ((ready.branch_ref, ready.old_branch), (ready.record_ref, ready.old_record)):
+        now = ready.git.resolve(ref)
+        if now != old:
+            raise _taken(ready, ref, now)
+    if not ready.opts.force and out.is_dir() and any(out.iterdir()):
+        raise InputError(f"-o {ready.opts.out_dir}: another run wrote into the directory meanwhile; "
+                         f"nothing was written: name a new or empty one with -o")
+
+
+def _taken(ready: Prepared, ref: str, now: str | None) -> InputError:
+    """The refusal for a ref that another run wrote since prepare()."""
+    if ref == ready.branch_ref:
+        if ready.old_branch is None:
+            return InputError(f"branch {ready.branch} was created meanwhile (another rewriter series, or git, "
+                              f"made it); nothing was written: choose another with --branch, or pass --force "
+                              f"to replace it")
+        return InputError(f"branch {ready.branch} was {'moved' if now else 'deleted'} meanwhile; nothing was "
+                          f"written: run again to replace it as it is now")
+    v = ready.opts.version
+    if ready.old_record is None:
+        return InputError(f"version {v} of the series was recorded meanwhile ({ref}, by another rewriter "
+                          f"series); nothing was written: write version {v + 1} with -v {v + 1}, or pass "
+                          f"--force to replace it")
+    return InputError(f"the version record {ref} was {'replaced' if now else 'deleted'} meanwhile; nothing "
+                      f"was written: run again to replace it as it is now")
 
 
 def _install(work: Path, out: Path, aside: Path) -> None:

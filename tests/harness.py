@@ -167,15 +167,29 @@ def _dirs(scratch: Path) -> tuple[Path, Path]:
     return tmp, cwd
 
 
+def relative(args: list, cwd: Path) -> list[str]:
+    """The arguments as a person types them: every absolute path (a Path,
+    or a string that starts with /) relative to the directory the command
+    runs in (../../linux rather than /tmp/.../linux)."""
+    out = []
+    for a in args:
+        text = str(a)
+        if isinstance(a, Path) or text.startswith("/"):
+            text = os.path.relpath(text, cwd)
+        out.append(text)
+    return out
+
+
 def run(args: list, scratch: Path, env: dict[str, str | None] | None = None,
         timeout: float = FIXTURE_SCAN_TIMEOUT, stdout=None) -> Run:
     """``python -m rewriter ARGS`` with TMPDIR=scratch/tmp, run from the
-    empty directory scratch/cwd.  stdout: a file to write the output to
-    instead of capturing it."""
+    empty directory scratch/cwd, with the paths in ARGS relative to it
+    (relative()).  stdout: a file to write the output to instead of
+    capturing it."""
     tmp, cwd = _dirs(scratch)
     tmp_before, cwd_before = set(os.listdir(tmp)), set(os.listdir(cwd))
     proc = subprocess.run(
-        [sys.executable, "-m", "rewriter", *[str(a) for a in args]],
+        [sys.executable, "-m", "rewriter", *relative(args, cwd)],
         cwd=cwd, env=tool_env({"TMPDIR": str(tmp), **(env or {})}),
         stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
         timeout=timeout, check=False)
@@ -194,7 +208,7 @@ def start(args: list, scratch: Path, env: dict[str, str | None] | None = None) -
     """run() in the background, in a session of its own (so that a test can
     signal the tool and its children together, as Ctrl-C does)."""
     tmp, cwd = _dirs(scratch)
-    return subprocess.Popen([sys.executable, "-m", "rewriter", *[str(a) for a in args]],
+    return subprocess.Popen([sys.executable, "-m", "rewriter", *relative(args, cwd)],
                             cwd=cwd, env=tool_env({"TMPDIR": str(tmp), **(env or {})}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             preexec_fn=_as_in_a_terminal)

@@ -580,7 +580,7 @@ def test_series_output_that_cannot_be_made(scratch_repo, plan_file, tmp_path):
     old.mkdir(parents=True)
     (old / "v0-0001-mine.patch").write_text("keep\n")
     result = run(SERIES.args(scratch_repo, plan_file), tmp_path / "run")
-    assert_refused(result, 3, f"-o {SERIES_OUT}", "not empty", "--force")
+    assert_refused(result, 3, f"-o {old}", "not empty", "--force")
     assert os.listdir(old) == ["v0-0001-mine.patch"] and (old / "v0-0001-mine.patch").read_text() == "keep\n"
     # A file, or a file on the way.
     a_file = tmp_path / "a-file"

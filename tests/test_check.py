@@ -293,6 +293,98 @@ def test_compiler_output_is_split_per_object(tmp_path):
     assert builder._diag(blocks["mm/vmscan.o"][0])[0] == "error"
 
 
+# Recorded: `make O=... ARCH=x86_64 defconfig` of Linux 6.12 in a source
+# tree with a .config at its top (standard error; standard output empty).
+NOT_CLEAN = """\
+***
+*** The source tree is not clean, please run 'make ARCH=x86_64 mrproper'
+*** in /tmp/rel-k
+***
+make[1]: *** [/tmp/rel-k/Makefile:659: outputmakefile] Error 1
+make: *** [Makefile:236: __sub-make] Error 2
+"""
+# Recorded: the same in a tree without arch/x86.
+NO_RULE = """\
+/tmp/rel-k/Makefile:700: /tmp/rel-k/arch/x86/Makefile: No such file or directory
+make[1]: *** No rule to make target '/tmp/rel-k/arch/x86/Makefile'.  Stop.
+make: *** [Makefile:236: __sub-make] Error 2
+"""
+# gcc's form of a compile error under Kbuild, a warning first.
+COMPILE = """\
+  CC      mm/fixture.o
+mm/fixture.c: In function 'f':
+mm/fixture.c:2:13: warning: unused variable 'z' [-Wunused-variable]
+mm/fixture.c:3:9: error: 'y' undeclared (first use in this function)
+mm/fixture.c:3:9: note: each undeclared identifier is reported only once for each function it appears in
+mm/fixture.c:4:1: error: expected ';' before '}' token
+make[4]: *** [scripts/Makefile.build:229: mm/fixture.o] Error 1
+make[3]: *** [scripts/Makefile.build:478: mm] Error 2
+make[1]: *** [/src/Makefile:224: __sub-make] Error 2
+make: *** [Makefile:224: __sub-make] Error 2
+"""
+
+
+@pytest.mark.parametrize("err, out, line", [
+    (NOT_CLEAN, "", "The source tree is not clean, please run 'make ARCH=x86_64 mrproper' in /tmp/rel-k"),
+    (NO_RULE, "", "No rule to make target '/tmp/rel-k/arch/x86/Makefile'.  Stop."),
+    (COMPILE, "", "mm/fixture.c:3:9: error: 'y' undeclared (first use in this function)"),
+    # Kconfig's news on standard output is no error; make's last line is all there is.
+    ("make: *** [Makefile:224: __sub-make] Error 2\n", "*** Default configuration is based on 'x86_64_defconfig'\n",
+     "make: *** [Makefile:224: __sub-make] Error 2"),
+    ("", "scripts/kconfig/conf: error: no such file\n", "scripts/kconfig/conf: error: no such file"),
+    ("", "", "no message"),
+], ids=["not-clean", "no-rule", "compile", "summary-only", "stdout", "nothing"])
+def test_first_error_line_of_make(err, out, line):
+    """Issue #16: a failed make was shown by its last line ("make: ***
+    [Makefile:234: __sub-make] Error 2"), not by the one that says why."""
+    assert kbuild.first_error(err, out) == line
+
+
+# The check of the kernel's top Makefile before an out-of-tree build.
+CLEAN_CHECK_MAKEFILE = """\
+srctree := $(CURDIR)
+all:
+\t@if [ -f $(srctree)/.config -o -d $(srctree)/include/config ]; then \\
+\t\techo >&2 "***"; \\
+\t\techo >&2 "*** The source tree is not clean, please run 'make mrproper'"; \\
+\t\techo >&2 "*** in $(srctree)"; \\
+\t\techo >&2 "***"; \\
+\t\tfalse; \\
+\tfi
+\t@mkdir -p $(O) && echo built > $(O)/done
+"""
+
+
+def test_export_leaves_out_build_products(tools, tmp_path):
+    """Issue #16: a 6.5 tree with a .config committed at its top could not
+    be built out of tree ("The source tree is not clean").  The export
+    that check --build builds from holds none of what a build in the source
+    tree leaves there, and an export made before that rule loses them too."""
+    src = tmp_path / "src"
+    files = {"Makefile": CLEAN_CHECK_MAKEFILE, ".config": "CONFIG_MMU=y\n", ".config.old": "",
+             "include/config/auto.conf": "CONFIG_MMU=y\n", "include/generated/autoconf.h": "",
+             "include/linux/mm.h": "/* kept */\n", "arch/x86/include/generated/asm/a.h": "",
+             "arch/x86/include/asm/b.h": "/* kept */\n", "mm/fixture.c": "int x;\n"}
+    for path, text in files.items():
+        (src / path).parent.mkdir(parents=True, exist_ok=True)
+        (src / path).write_text(text)
+    repo = tools.make_git_repo(src, tmp_path / "linux")
+    assert tools.git(repo, "ls-files", ".config") == ".config"
+    exported = kbuild.Source(repo, "HEAD", tmp_path / "cache").dir
+    left = sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*") if p.is_file())
+    assert left == ["Makefile", "arch/x86/include/asm/b.h", "include/linux/mm.h", "mm/fixture.c"]
+    assert not (exported / "include/config").exists() and not (exported / "include/generated").exists()
+    if shutil.which("make"):
+        proc = subprocess.run(["make", "-C", str(exported), f"O={tmp_path / 'out'}"], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, kbuild.first_error(proc.stderr, proc.stdout)
+    # An export of the same base made by an earlier rewriter, with them in.
+    (exported / ".config").write_text("CONFIG_MMU=y\n")
+    (exported / "include/config").mkdir()
+    again = kbuild.Source(repo, "HEAD", tmp_path / "cache").dir
+    assert again == exported and not (again / ".config").exists() and not (again / "include/config").exists()
+
+
 def test_watched_names():
     pat = kbuild.watched_pattern("pte_offset_map_nolock")
     text = ("/* pte_offset_map_ro_nolock() */ x = pte_offset_map_readonly_nolock(mm, pmd, a, &ptl);\n"

@@ -72,3 +72,32 @@ def test_blobs_are_written_as_they_are(repo):
     for blob, raw in zip(blobs, data):
         assert subprocess.run(["git", "cat-file", "blob", blob], cwd=repo, capture_output=True,
                               check=True).stdout == raw
+
+
+def test_migrate_takes_an_object_directory_made_meanwhile(repo, monkeypatch):
+    """Another git (another rewriter series) makes objects/xx/ between
+    migrate()'s look and its mkdir: the object goes in all the same, and
+    unmigrate() leaves the directory, which is not its own (issue #17: the
+    FileExistsError was reported as "-o DIR: cannot write the series
+    there (File exists)")."""
+    from pathlib import Path
+
+    g = Git(repo / ".git")
+    with g.quarantine():
+        blob = g.blob(b"made in quarantine\n")
+        target = Path(g.objects_dir()) / blob[:2]
+        real_is_dir = Path.is_dir
+
+        def made_meanwhile(self):
+            if self == target:
+                self.mkdir(exist_ok=True)
+                return False
+            return real_is_dir(self)
+
+        monkeypatch.setattr(Path, "is_dir", made_meanwhile)
+        added = g.migrate()
+        monkeypatch.setattr(Path, "is_dir", real_is_dir)
+    assert added == [target / blob[2:]]
+    assert git(repo, "cat-file", "-t", blob) == "blob"
+    g.unmigrate(added)
+    assert target.is_dir() and not (target / blob[2:]).exists()

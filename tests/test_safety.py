@@ -252,3 +252,70 @@ def test_interrupt_leaves_nothing_behind(fixture_repo, tmp_path, sig, group):
     assert os.listdir(out_dir) == []
     assert seconds < 30, f"took {seconds:.1f}s to stop"
     assert_unchanged(before, snapshot(fixture_repo))
+
+
+def _main_in_process(argv: list[str], tmp: Path, monkeypatch) -> int:
+    """cli.main(argv) in this process, with TMPDIR=tmp; a KeyboardInterrupt
+    that escapes it is a failure of the test, not the end of pytest."""
+    import sys
+    import tempfile
+
+    from rewriter import cli
+
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return cli.main([str(a) for a in argv])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped cli.main()")
+    finally:
+        signal.signal(signal.SIGINT, old)
+        sys.stdout.close()
+
+
+def test_interrupt_as_the_scratch_directory_is_made_leaves_nothing(fixture_repo, tmp_path, monkeypatch):
+    """Issue #16: SIGINT 0.15 s into a run (a loaded machine) left
+    rewriter-XXXXXXXX in TMPDIR: it landed after mkdtemp() had made the
+    run's scratch directory and before the block that removes it began.
+    Here it comes exactly then, from inside mkdtemp()."""
+    import tempfile
+
+    real = tempfile.mkdtemp
+    sent = []
+
+    def mkdtemp_then_sigint(*args, **kw):
+        path = real(*args, **kw)
+        if not sent and os.path.basename(path).startswith("rewriter-"):
+            sent.append(path)
+            os.kill(os.getpid(), signal.SIGINT)
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_then_sigint)
+    code = _main_in_process(["scan", "--tree", fixture_repo, "--format", "json"], tmp_path / "tmp", monkeypatch)
+    assert sent and code == 130
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_interrupt_as_the_scratch_directory_is_removed_leaves_nothing(fixture_repo, tmp_path, monkeypatch):
+    """The other end: SIGINT as the run's work is done and its scratch
+    directory is about to be removed, before interrupts are held for it.
+    The directory goes all the same (and the finished work stands)."""
+    from rewriter import cli
+
+    real = cli._interrupts_held
+    sent = []
+
+    def sigint_then_hold():
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real()
+
+    monkeypatch.setattr(cli, "_interrupts_held", sigint_then_hold)
+    code = _main_in_process(["plan", "--tree", fixture_repo, "-o", tmp_path / "plan.toml"], tmp_path / "tmp",
+                            monkeypatch)
+    assert sent and code in (0, 130)
+    assert os.listdir(tmp_path / "tmp") == []
