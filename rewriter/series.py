@@ -288,14 +288,20 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
         elif p.kind == "remove":
             p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix, **common)
         else:
-            calls = [changelog.call_values(s, e, plan_mod.default_reason(s)) for s, e in p.calls]
-            verdicts = {c["verdict"] for c in calls}
-            helper = (common["both"] if verdicts == {"ro", "rw"}
-                      else names.maywrite if "rw" in verdicts else names.readonly)
-            prefix = subject_prefix(git, base, [p.file])
-            p.subject, p.body = fit_subject("series/convert.txt.j2", prefix, function=p.function,
-                                            file=p.file, helper=helper, groups=changelog.groups_of(calls),
-                                            **common)
+            p.subject, p.body = convert_message(subject_prefix(git, base, [p.file]), p.function, p.file,
+                                                list(p.calls), names, scan.function)
+
+
+def convert_message(prefix: str, function: str, file: str, calls: list, names: Names, old: str) -> tuple[str, str]:
+    """(subject, body) of the commit that converts the calls, a list of
+    (Site, plan Entry), of one function."""
+    values = [changelog.call_values(s, e, plan_mod.default_reason(s)) for s, e in calls]
+    verdicts = {c["verdict"] for c in values}
+    helper = (braced(names.readonly, names.maywrite) if verdicts == {"ro", "rw"}
+              else names.maywrite if "rw" in verdicts else names.readonly)
+    return fit_subject("series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
+                       groups=changelog.groups_of(values), old=old, readonly=names.readonly,
+                       maywrite=names.maywrite)
 
 
 def series_counts(patches: list[Patch]) -> dict:
