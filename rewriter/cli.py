@@ -505,6 +505,11 @@ def _add_series_parser(sub) -> None:
                    help="replace an existing branch, version record and output directory")
     p.add_argument("--author", metavar="'NAME <EMAIL>'",
                    help="author and Signed-off-by (default: the repository's git identity)")
+    p.add_argument("--testing", metavar="REPORT.json",
+                   help="fill the cover letter's Testing from this 'rewriter check --json' report")
+    p.add_argument("--b4", action="store_true",
+                   help="make the branch in the layout of 'b4 prep': the cover letter as its first "
+                        "commit, with b4's tracking data, for 'b4 send'")
     p.set_defaults(func=cmd_series)
 
 
@@ -513,7 +518,8 @@ def cmd_series(args: argparse.Namespace) -> int:
 
     opts = series.Options(out_dir=args.output_directory, version=args.reroll_count, branch=args.branch,
                           subject_prefix=args.subject_prefix, to=tuple(args.to), cc=tuple(args.cc),
-                          force=args.force, author=args.author)
+                          force=args.force, author=args.author, testing=args.testing, b4=args.b4,
+                          names_option="" if args.names == "readonly,maywrite" else args.names)
     # The refusals (existing branch, output directory, addresses, no
     # previous version) come before the scan.
     ready = series.prepare(open_tree(args.tree, args.rev), Names.parse(args.names), opts)

@@ -144,6 +144,21 @@ class Git:
         """Subjects of the last commits up to rev that touched paths."""
         return self.out("log", f"-n{limit}", "--format=%s", "--no-merges", rev, "--", *paths).splitlines()
 
+    def messages(self, rev: str, paths: list[str], limit: int = 50) -> list[tuple[str, str]]:
+        """(subject, body) of the last commits up to rev that touched paths."""
+        out = self.out("log", f"-n{limit}", "--format=%s%x1f%b%x1e", "--no-merges", rev, "--", *paths)
+        return [tuple(r.strip("\n").split("\x1f", 1)) for r in out.split("\x1e") if "\x1f" in r]
+
+    def line_log(self, rev: str, path: str, start: int, end: int, limit: int = 20) -> list[tuple[str, str, str]]:
+        """(author, subject, body) of the last commits up to rev that
+        changed lines start..end of path (git log -L)."""
+        proc = self.run("log", f"-n{limit}", f"-L{start},{end}:{path}", "--no-patch",
+                        "--format=%an <%ae>%x1f%s%x1f%b%x1e", rev, check=False)
+        if proc.returncode != 0:
+            return []
+        out = proc.stdout.decode("utf-8", "replace")
+        return [tuple(r.strip("\n").split("\x1f", 2)) for r in out.split("\x1e") if r.count("\x1f") >= 2]
+
     def user_ident(self) -> Ident:
         proc = self.run("var", "GIT_AUTHOR_IDENT", check=False,
                         env={k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_INDEX_FILE")})
@@ -272,11 +287,13 @@ class Git:
             self._format = self.out("rev-parse", "--show-object-format") or "sha1"
         return self._format
 
-    def commit(self, tree: str, parents: list[str], message: str, author: Ident, when: When) -> str:
+    def commit(self, tree: str, parents: list[str], message: str, author: Ident, when: When,
+               committed: When | None = None) -> str:
+        """committed: the committer date, when it is not when."""
         env = self.env({
             "GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email, "GIT_AUTHOR_DATE": str(when),
             "GIT_COMMITTER_NAME": author.name, "GIT_COMMITTER_EMAIL": author.email,
-            "GIT_COMMITTER_DATE": str(when),
+            "GIT_COMMITTER_DATE": str(committed or when),
         }, clean_config=True)
         args = ["commit-tree", "--no-gpg-sign", tree]
         for p in parents:

@@ -47,7 +47,10 @@ def format_patches(git: Git, base: str, tip: str, version: int, subject_prefix: 
     """Run git format-patch on base..tip into out; the files in order."""
     env = git.env({"GIT_COMMITTER_NAME": sender.name, "GIT_COMMITTER_EMAIL": sender.email,
                    "GIT_COMMITTER_DATE": str(date)}, clean_config=True)
-    git.run("format-patch", "--cover-letter", f"--reroll-count={version}",
+    # Version 1 is "[RFC PATCH 00/13]", as git and b4 write it; the
+    # version appears from 2 ("[RFC PATCH v2 00/13]").
+    reroll = [f"--reroll-count={version}"] if version > 1 else []
+    git.run("format-patch", "--cover-letter", *reroll,
             f"--subject-prefix={subject_prefix}", "--thread=shallow", f"--base={base}",
             "--numbered", "--no-signoff", "--no-notes", "--no-add-header", "--no-to", "--no-cc",
             "--no-from", "--no-attach", "--encode-email-headers", "--suffix=.patch",
@@ -201,8 +204,13 @@ def _message_id(kind: str, version: int, number: int, msg: Message, domain: str)
 
 def finish(files: list[Path], cover: tuple[str, str], recipients: list[tuple[list[str], list[str]]],
            to: list[str], cc: list[str], changes, patch_keys: list[list[str]], version: int,
-           sender: Ident) -> dict:
-    """Complete the files in place; return their Message-Ids."""
+           sender: Ident, api: tuple[list[str], list[str]] = ([], []), cover_cc: list[str] = ()) -> dict:
+    """Complete the files in place; return their Message-Ids.
+
+    api: the maintainers (To) and reviewers and lists (Cc) of the files
+    that declare and define the function: every patch goes to them too,
+    and the cover letter goes to the maintainers, copied to everyone else
+    (and to cover_cc, the authors of the last changes to the function)."""
     messages = [Message(f.read_bytes()) for f in files]
     cover_msg, patches = messages[0], messages[1:]
 
@@ -221,16 +229,19 @@ def finish(files: list[Path], cover: tuple[str, str], recipients: list[tuple[lis
             if values is not None:
                 msg.body = insert_notes(msg.body, prose.reflow(prose.render("series/changes.txt.j2", **values)))
 
-    # Recipients: each patch its own, the cover letter all of them.
-    all_to: list[str] = []
-    all_cc: list[str] = []
+    # Recipients: each patch its own and the API's; the cover letter to
+    # the API's maintainers, copied to everyone else.
+    api_to, api_cc = api
+    everyone: list[str] = []
     for msg, (p_to, p_cc) in zip(patches, recipients):
-        t = merge(p_to, to)
-        c = [a for a in merge(p_cc, cc) if address_key(a) not in {address_key(x) for x in t}]
+        t = merge(p_to, api_to, to)
+        c = [a for a in merge(p_cc, api_cc, cc) if address_key(a) not in {address_key(x) for x in t}]
         _set_recipients(msg, t, c)
-        all_to, all_cc = merge(all_to, t), merge(all_cc, c)
-    all_cc = [a for a in all_cc if address_key(a) not in {address_key(x) for x in all_to}]
-    _set_recipients(cover_msg, all_to, all_cc)
+        everyone = merge(everyone, t, c)
+    cover_to = merge(api_to, to) or merge(*(r[0] for r in recipients), to)
+    keys = {address_key(x) for x in cover_to}
+    _set_recipients(cover_msg, cover_to,
+                    [a for a in merge(api_cc, everyone, list(cover_cc), cc) if address_key(a) not in keys])
 
     # Message ids last: they are derived from everything else.
     cover_msg.delete("In-Reply-To")

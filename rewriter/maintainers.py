@@ -101,6 +101,17 @@ def for_patches(git: Git, base: str, patches: list[Path]) -> list[Recipients]:
     return [_from_sections(sections, dirs, _patch_files(p.read_text("utf-8", "replace"))) for p in patches]
 
 
+def for_files(git: Git, base: str, files: list[str]) -> Recipients:
+    """(To, Cc) for a change to these files: for_patches() on a patch
+    that names them and changes nothing."""
+    text = "".join(f"diff --git a/{f} b/{f}\n--- a/{f}\n+++ b/{f}\n@@ -1 +1 @@\n" for f in files)
+    with tempfile.TemporaryDirectory(prefix="rewriter-api-") as tmp:
+        path = Path(tmp) / "0000-api.patch"
+        path.write_text("From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+                        "Subject: [PATCH] the files of the API\n\n---\n" + text, encoding="utf-8")
+        return for_patches(git, base, [path])[0]
+
+
 # Mail headers that are new at every run and tell the script nothing.
 _VOLATILE = re.compile(rb"^(From [0-9a-f]{40} |Date:|Message-I[Dd]:|In-Reply-To:|References:)")
 

@@ -72,6 +72,10 @@ def join_and(items: list[str], last: str = "and") -> str:
 templates.env.filters["sentence"] = sentence
 templates.env.filters["clause"] = clause
 templates.env.filters["join_and"] = join_and
+templates.env.filters["add_parens"] = lambda name: f"{name}()"
+templates.env.tests["search"] = lambda value, pattern: re.search(pattern, str(value)) is not None
+if "jinja2.ext.do" not in templates.env.extensions:
+    templates.env.add_extension("jinja2.ext.do")
 
 
 def render(template: str, **values: object) -> str:

@@ -22,7 +22,6 @@ written to a quarantine until then (rewriter.gitstore).
 
 from __future__ import annotations
 
-import difflib
 import os
 import pickle
 import re
@@ -30,14 +29,15 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 
-from rewriter import cache, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
-from rewriter.clex import function_spans, render as render_tokens
+from rewriter import cache, changelog, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
+from rewriter import __version__
+from rewriter import plan as plan_mod
+from rewriter.clex import function_spans
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
 from rewriter.helpers import Names
@@ -65,6 +65,9 @@ class Options:
     cc: tuple[str, ...] = ()
     force: bool = False
     author: str | None = None
+    testing: str | None = None  # a `rewriter check --json` report for the cover letter's Testing
+    b4: bool = False  # the branch in b4 prep's layout: the cover letter as its first commit
+    names_option: str = ""  # --names as given, for the cover letter ("" for the default)
 
 
 @dataclass
@@ -123,47 +126,11 @@ def braced(a: str, b: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# subject prefixes
+# subject prefixes (the rules: rewriter.changelog)
 # --------------------------------------------------------------------------
 
-_PREFIX = re.compile(r"^((?:[A-Za-z0-9_][\w.+/-]*: ){1,2})")
-
-
-def learned_prefix(subjects: list[str]) -> str | None:
-    """The most common "a:" or "a: b:" prefix of subjects (newest first);
-    a tie goes to the one used most recently."""
-    counts: Counter[str] = Counter()
-    first: dict[str, int] = {}
-    for i, subject in enumerate(subjects):
-        if subject.startswith(("Merge ", "Revert ")):
-            continue
-        m = _PREFIX.match(subject)
-        if not m:
-            continue
-        prefix = m.group(1).strip()
-        counts[prefix] += 1
-        first.setdefault(prefix, i)
-    if not counts:
-        return None
-    return max(counts, key=lambda p: (counts[p], -first[p]))
-
-
-def path_prefix(path: str) -> str:
-    """A prefix for a file with no history to learn from:
-    arch/X/... -> "X: mm:", mm/foo.c -> "mm: foo:", the files of the
-    helpers (include/linux/mm.h, mm/pgtable-generic.c, their documentation)
-    -> "mm:", include/.../foo.h -> "foo:", DIR/.../foo.c -> "DIR: foo:"."""
-    parts = path.split("/")
-    stem = Path(path).stem
-    if path in helpers.FILES or path.startswith("Documentation/mm/"):
-        return "mm:"
-    if parts[0] == "arch" and len(parts) > 2:
-        return f"{parts[1]}: mm:"
-    if parts[0] == "include":
-        return "mm:" if stem in ("mm", "mm_types", "pgtable") else f"{stem}:"
-    if len(parts) == 1:
-        return f"{stem}:"
-    return f"{parts[0]}: {stem}:"
+learned_prefix = changelog.learned_prefix
+path_prefix = changelog.path_prefix
 
 
 def shorter_prefixes(prefix: str) -> list[str]:
@@ -180,7 +147,9 @@ def shorter_prefixes(prefix: str) -> list[str]:
 
 
 def subject_prefix(git: Git, base: str, paths: list[str]) -> str:
-    return learned_prefix(git.subjects(base, paths, HISTORY)) or path_prefix(paths[0])
+    """Learned from the history of paths[0] when enough of its last
+    commits agree, else from the path (rewriter.changelog)."""
+    return learned_prefix(git.messages(base, paths[:1], HISTORY)) or path_prefix(paths[0])
 
 
 def fit_subject(template: str, prefix: str, **values: object) -> tuple[str, str]:
@@ -293,123 +262,47 @@ def _load_conversion(entry, count: int) -> list[dict[str, bytes]] | None:
 
 
 # --------------------------------------------------------------------------
-# the commit messages
+# the commit messages (what they say: rewriter.changelog)
 # --------------------------------------------------------------------------
 
-def _code_line(tree_lines: list[str], n: int) -> str:
-    return tree_lines[n - 1].strip() if 0 < n <= len(tree_lines) else ""
-
-
-def reason_form(reason: str, site: Site) -> str:
-    """How a template can use the plan's reason in a sentence: "phrase"
-    (one of the scan's reasons, to follow the function's name), "clause"
-    (starts in lower case: to follow a colon or "because") or "sentence"."""
-    if reason in site.verdict.reasons and _is_verb_phrase(reason):
-        return "phrase"
-    return "clause" if reason[:1].islower() else "sentence"
-
-
-def _is_verb_phrase(reason: str) -> bool:
-    """The scan words its reasons with the function as the subject
-    ("writes an entry: ...", "only reads entries ..."), except for
-    statements about the code ("a pte_same() check ... guards ...")."""
-    first = re.sub(r"^only ", "", reason).split(" ", 1)[0]
-    return bool(re.fullmatch(r"[a-z]+s", first)) and first not in ("its", "this", "has", "is", "was")
-
-
-def line_map(original: bytes, now: bytes) -> dict[int, int]:
-    """Line numbers of original -> the same lines in now (unchanged ones)."""
-    a = original.decode("utf-8", "surrogateescape").splitlines()
-    b = now.decode("utf-8", "surrogateescape").splitlines()
-    head, tail = diffs.common_ends(a, b)
-    out = {k + 1: k + 1 for k in range(head)}
-    for k in range(tail):
-        out[len(a) - k] = len(b) - k
-    middle = difflib.SequenceMatcher(None, a[head:len(a) - tail], b[head:len(b) - tail], autojunk=False)
-    for block in middle.get_matching_blocks():
-        for k in range(block.size):
-            out[head + block.a + k + 1] = head + block.b + k + 1
-    return out
-
-
-def call_values(site: Site, entry: Entry, lines: list[str], where: dict[int, int]) -> dict:
-    """What the templates say about one call, from the scan and the plan.
-
-    lines: the file at the base; where: its line numbers -> those of the
-    file as the patch finds it (earlier patches may have added lines)."""
-    steps = []
-    for ev in site.verdict.evidence:
-        if ev.line == site.line:
-            continue  # the call itself
-        code = _code_line(lines, ev.line)
-        text = ev.text[:-len(code) - 2] if code and ev.text.endswith(": " + code) else ev.text
-        steps.append({"line": where.get(ev.line, ev.line), "text": _relined(text, where)})
-    reasons = list(site.verdict.reasons)
-    target = site.context.site.target if site.context and site.context.site.target else None
-    return {
-        "line": where.get(site.line, site.line),
-        "target": render_tokens(target) if target else None,
-        "verdict": entry.verdict,
-        "recheck": entry.recheck,
-        "reason": _relined(entry.reason, where),
-        "reason_form": reason_form(entry.reason, site),
-        "on_recheck_fail": entry.on_recheck_fail,
-        "does": [_relined(r, where) for r in reasons if _is_verb_phrase(r)],
-        "notes": [_relined(r, where) for r in reasons if not _is_verb_phrase(r)],
-        "steps": steps,
-        "scan_verdict": site.verdict.verdict,
-        "scan_recheck": site.verdict.recheck,
-        "overridden": (entry.verdict, entry.recheck) != (site.verdict.verdict, site.verdict.recheck),
-        "review": site.verdict.review,
-    }
-
-
-def _relined(text: str, where: dict[int, int]) -> str:
-    """The scan's "at line N" (of the base) as a line of the file the patch applies to."""
-    return re.sub(r"\bat line (\d+)\b", lambda m: f"at line {where.get(int(m.group(1)), int(m.group(1)))}", text)
-
-
-def variant_groups(calls: list[dict]) -> list[dict]:
-    """The calls that are converted the same way, for the same reason."""
-    groups: dict[tuple, dict] = {}
-    for c in calls:
-        key = (c["verdict"], c["recheck"], c["reason"], c["on_recheck_fail"])
-        g = groups.setdefault(key, {"verdict": c["verdict"], "recheck": c["recheck"], "reason": c["reason"],
-                                    "reason_form": c["reason_form"], "on_recheck_fail": c["on_recheck_fail"],
-                                    "lines": []})
-        g["lines"].append(c["line"])
-    return list(groups.values())
+def api_files(scan: Scan) -> list[str]:
+    """The files that declare and define the function, from the scan's
+    mentions: declarations first."""
+    order = {"declaration": 0, "definition": 1}
+    found = sorted(((order[m.kind], m.file) for m in scan.mentions if m.kind in order))
+    files = list(dict.fromkeys(f for _k, f in found))
+    return files or [helpers.HEADER, helpers.SOURCE]
 
 
 def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list[Patch]) -> None:
     base = tree.rev
-    helper_prefix = subject_prefix(git, base, [helpers.HEADER, helpers.SOURCE])
+    # The helpers' commits carry the prefix of the file that defines them.
+    files = api_files(scan)
+    helper_prefix = subject_prefix(git, base, files[-1:])
     counts = series_counts(patches)
     common = {"old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
               "both": braced(names.readonly, names.maywrite), "counts": counts,
               "total": len(patches)}
-    texts: dict[str, list[str]] = {}
-    originals: dict[str, bytes] = {}
-    current: dict[str, bytes] = {}  # each file as the next patch finds it
     for p in patches:
         if p.kind == "introduce":
             p.subject, p.body = fit_subject("series/introduce.txt.j2", helper_prefix, **common)
         elif p.kind == "remove":
             p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix, **common)
         else:
-            if p.file not in texts:
-                originals[p.file] = current[p.file] = tree.read(p.file)
-                texts[p.file] = originals[p.file].decode("utf-8", "replace").splitlines()
-            where = line_map(originals[p.file], current[p.file])
-            current[p.file] = p.files[p.file]
-            calls = [call_values(s, e, texts[p.file], where) for s, e in p.calls]
-            verdicts = {c["verdict"] for c in calls}
-            helper = (common["both"] if verdicts == {"ro", "rw"}
-                      else names.maywrite if "rw" in verdicts else names.readonly)
-            prefix = subject_prefix(git, base, [p.file])
-            p.subject, p.body = fit_subject("series/convert.txt.j2", prefix, function=p.function,
-                                            file=p.file, helper=helper, calls=calls,
-                                            groups=variant_groups(calls), **common)
+            p.subject, p.body = convert_message(subject_prefix(git, base, [p.file]), p.function, p.file,
+                                                list(p.calls), names, scan.function)
+
+
+def convert_message(prefix: str, function: str, file: str, calls: list, names: Names, old: str) -> tuple[str, str]:
+    """(subject, body) of the commit that converts the calls, a list of
+    (Site, plan Entry), of one function."""
+    values = [changelog.call_values(s, e, plan_mod.default_reason(s)) for s, e in calls]
+    verdicts = {c["verdict"] for c in values}
+    helper = (braced(names.readonly, names.maywrite) if verdicts == {"ro", "rw"}
+              else names.maywrite if "rw" in verdicts else names.readonly)
+    return fit_subject("series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
+                       groups=changelog.groups_of(values), old=old, readonly=names.readonly,
+                       maywrite=names.maywrite)
 
 
 def series_counts(patches: list[Patch]) -> dict:
@@ -455,6 +348,7 @@ class Prepared:
     author: Ident
     to: tuple[str, ...]
     cc: tuple[str, ...]
+    testing: dict | None = None  # the --testing report, read
 
     @property
     def branch_ref(self) -> str:
@@ -507,7 +401,8 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
         if previous is None:
             raise InputError(f"-v {opts.version}: no version {opts.version - 1} of the series is recorded "
                              f"in {tree.path} ({versions.ref(opts.version - 1)}); write it first")
-    return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc)
+    testing = read_testing(opts.testing) if opts.testing is not None else None
+    return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc, testing)
 
 
 def _check_out_place(out: Path, name: str) -> None:
@@ -566,15 +461,25 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
             raise InputError(f"git format-patch wrote {len(files)} files for {len(patches)} commits")
         say("finding the recipients")
         recipients = maintainers.for_patches(git, base, files[1:])
+        api = maintainers.for_files(git, base, api_files(scan))
+        authors = api_authors(git, base, scan, author)
         record = versions.Record.draft(opts.version, ready.branch, base, tip, names, opts.subject_prefix,
                                        plan_text, patches)
         changes = versions.changes(git, ready.previous, record) if ready.previous else None
-        prefix = subject_prefix(git, base, [helpers.HEADER, helpers.SOURCE])
+        prefix = subject_prefix(git, base, api_files(scan)[-1:])
         cover = fit_subject("series/cover.txt.j2", prefix,
-                            **cover_values(scan, names, patches, record, ready.previous, changes))
+                            **cover_values(scan, names, patches, record, ready.previous, changes,
+                                           testing=ready.testing, spatch=runner.check_spatch(),
+                                           names_option=opts.names_option, plan=plan))
         ids = mail.finish(files, cover, recipients, list(ready.to), list(ready.cc), changes,
-                          [p.keys for p in patches], opts.version, author)
+                          [p.keys for p in patches], opts.version, author, api=api, cover_cc=authors)
         record.set_message_ids(ids)
+        branch_tip = tip
+        if opts.b4:
+            change_id = (ready.previous.change_id if ready.previous and ready.previous.change_id
+                         else b4_change_id(ready.branch, base, names, date))
+            record.change_id = change_id
+            branch_tip = b4_branch(git, base, patches, cover, files[0], opts, change_id, author, date)
         record_commit = versions.store(git, record, author, date)
 
         aside = Path(scratch) / "replaced"
@@ -589,7 +494,7 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
             try:
                 added = git.migrate()  # the objects, out of quarantine (rewriter.gitstore)
                 try:
-                    git.update_refs([(ready.branch_ref, tip, ready.old_branch),
+                    git.update_refs([(ready.branch_ref, branch_tip, ready.old_branch),
                                      (ready.record_ref, record_commit, ready.old_record)])
                 except RefMoved as exc:
                     git.unmigrate(added)
@@ -601,25 +506,218 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
                 _uninstall(out, aside)
                 raise
     names_out = tuple(str(Path(opts.out_dir) / f.name) for f in files)  # as the user named it
-    return Result(opts.out_dir, names_out, ready.branch, tip, ready.record_ref, tuple(patches))
+    return Result(opts.out_dir, names_out, ready.branch, branch_tip, ready.record_ref, tuple(patches))
 
 
 def cover_values(scan: Scan, names: Names, patches: list[Patch], record: versions.Record,
-                 previous: versions.Record | None, changes) -> dict:
+                 previous: versions.Record | None, changes, testing: dict | None = None, spatch: str = "",
+                 names_option: str = "", plan: Plan | None = None) -> dict:
     rows = []
+    questions = []
+    settled = 0
     for n, p in enumerate(patches, 1):
         for s, e in p.calls:
-            rows.append({"file": s.file, "function": f"{s.function}()", "line": s.line,
-                         "verdict": e.verdict, "recheck": e.recheck or "-", "patch": n})
-    rows.sort(key=lambda r: (r["file"], r["line"]))
+            c = changelog.call_values(s, e, plan_mod.default_reason(s))
+            several = len(p.calls) > 1 and c["target"]
+            rows.append({"file": s.file, "function": f"{s.function}()" + (f", {c['target']}" if several else ""),
+                         "verdict": e.verdict,
+                         "recheck": e.recheck or "-", "why": WHY.get(c["basis"], c["basis"]), "patch": n})
+            where = f"{s.function}() in {s.file}"
+            if c["overridden"]:
+                settled += 1
+                rule = f"{c['scan_verdict']}" + (f" with {c['scan_recheck']}" if c["scan_recheck"] else "")
+                made = f"{e.verdict}" + (f" with {e.recheck}" if e.recheck else "")
+                because = f": {prose.clause(e.reason)}" if e.reason else ""
+                questions.append(f"{where} (patch {n}): the rule gives {rule}; the series makes it {made}"
+                                 f"{because}. Is that right?")
+            elif c["review"]:
+                questions.append(f"{where} (patch {n}): {prose.sentence(c['question'] or 'the rule does not decide this call; please check the variant and the recheck')}")
+    rows.sort(key=lambda r: (r["patch"], r["file"]))
+    questions = list(dict.fromkeys(questions))
+    if settled:
+        plan_summary = (f"The plan it followed keeps the analysis' verdicts except for the "
+                        f"{settled} {'call' if settled == 1 else 'calls'} under Open questions; "
+                        f"it is recorded with the series (refs/rewriter/versions/v{record.version}).")
+    else:
+        plan_summary = "It followed the analysis' verdicts unchanged."
     return {
         "old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
         "both": braced(names.readonly, names.maywrite), "counts": series_counts(patches),
         "total": len(patches), "rows": rows, "version": record.version,
-        "previous": previous,
+        "previous": previous, "questions": questions,
+        "testing": testing_lines(testing) if testing is not None else [],
+        "run_hint": "rewriter check --build --boot --mail --json > REPORT.json",
+        "rewriter_version": __version__, "spatch_version": spatch or "(unknown version)",
+        "names_option": f" --names {names_option}" if names_option else "",
+        "plan_summary": plan_summary, "base": record.base,
         "changes": prose.render("series/changes.txt.j2", **changes.for_cover()) if changes else "",
         "first_convert": 2, "last_convert": len(patches) - 1,
     }
+
+
+# The cover letter's table: why a call gets its variant, in a word or two.
+WHY = {
+    "reads": "only reads",
+    "pmd_same": "writes",
+    "pte_same": "pte_same() guard",
+    "mmap_write": "mmap_lock held for write",
+    "review": "to review",
+    "plan": "settled by hand",
+}
+
+
+def api_authors(git: Git, base: str, scan: Scan, sender: Ident, last: int = 3) -> list[str]:
+    """The authors of the last changes to the function's definition (git
+    log -L on its lines), leaving out local commits and the sender."""
+    out: list[str] = []
+    for m in scan.mentions:
+        if m.kind != "definition":
+            continue
+        data = git.read_blob(base, m.file)
+        if data is None:
+            continue
+        lines = data.decode("utf-8", "replace").splitlines()
+        end = next((k for k in range(m.line - 1, len(lines)) if lines[k].startswith("}")), m.line - 1) + 1
+        seen = 0
+        for who, subject, body in git.line_log(base, m.file, m.line, end):
+            if changelog.is_local(subject, body):
+                continue
+            seen += 1
+            if mail.address_key(who) != sender.email.lower() and who not in out:
+                out.append(who)
+            if seen >= last:
+                break
+    return out
+
+
+def read_testing(path: str) -> dict:
+    import json
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--testing {path}: cannot read a 'rewriter check --json' report ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("patches", []), list):
+        raise InputError(f"--testing {path}: not a 'rewriter check --json' report")
+    return data
+
+
+def _get(d, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def testing_lines(report: dict) -> list[str]:
+    """The cover letter's Testing, from a `rewriter check --json` report.
+    Every key is read defensively: a report from another rewriter may
+    lack some, or have more (boot)."""
+    out = []
+    patches = [p for p in report.get("patches", []) if isinstance(p, dict)]
+    checked = [p for p in patches if isinstance(p.get("checkpatch"), dict)]
+    if checked:
+        e = sum(int(_get(p, "checkpatch", "errors", default=0) or 0) for p in checked)
+        w = sum(int(_get(p, "checkpatch", "warnings", default=0) or 0) for p in checked)
+        c = sum(int(_get(p, "checkpatch", "checks", default=0) or 0) for p in checked)
+        out.append(f"scripts/checkpatch.pl on all {len(checked)} patches: {e} errors, {w} warnings, {c} checks.")
+    build = report.get("build")
+    if isinstance(build, dict):
+        built = [p for p in patches if isinstance(p.get("build"), dict) and p["build"]]
+        failed = [p for p in built if _get(p, "build", "status") == "failed"]
+        warned = [p for p in built if _get(p, "build", "status") == "new warnings"]
+        configs = [c for c in build.get("configs", []) if isinstance(c, dict) and c.get("files")]
+        per_arch: dict[str, list[str]] = {}
+        for c in configs:
+            per_arch.setdefault(str(c.get("arch", "?")), []).append(str(c.get("defconfig", c.get("name", "?"))))
+        archs = "; ".join(f"{a}: {', '.join(d)}" for a, d in sorted(per_arch.items()))
+        what = f"the objects each commit changes, built ({archs})" if archs else "the objects each commit changes, built"
+        if failed or build.get("failed"):
+            numbers = ", ".join(str(p.get("number")) for p in failed) or "some"
+            out.append(f"Build of {what}: FAILED at patch {numbers}.")
+        elif warned:
+            out.append(f"Build of {what}: every commit builds; new warnings at patch "
+                       f"{', '.join(str(p.get('number')) for p in warned)}.")
+        else:
+            out.append(f"Build of {what}: every commit builds, with no new warnings." if built
+                       else f"Build of {what}.")
+    boot = report.get("boot")
+    if isinstance(boot, dict):
+        runs = next((boot[k] for k in ("runs", "results", "boots", "configs") if isinstance(boot.get(k), list)), None)
+        if runs:
+            for r in runs:
+                if not isinstance(r, dict):
+                    continue
+                name = r.get("name") or " ".join(str(r[k]) for k in ("arch", "config", "machine") if r.get(k)) or "boot"
+                status = r.get("status") or ("ok" if r.get("ok") else "failed" if r.get("ok") is False else "?")
+                detail = f" ({r['tests']})" if isinstance(r.get("tests"), str) else ""
+                out.append(f"Boot, {name}: {status}{detail}.")
+        elif "ok" in boot or "status" in boot:
+            out.append(f"Boot: {boot.get('status') or ('ok' if boot.get('ok') else 'failed')}.")
+    m = report.get("mail")
+    if isinstance(m, dict):
+        ok = "the series applies with git am to the same tree" if m.get("tree_matches") else "git am did not give the same tree"
+        out.append(f"git send-email to a local SMTP server: {m.get('received', '?')} of {m.get('sent', '?')} "
+                   f"mails arrived; {ok}.")
+    return out
+
+
+# --------------------------------------------------------------------------
+# b4 prep's layout (--b4)
+# --------------------------------------------------------------------------
+
+# What b4 prep ("commit" cover strategy, b4's default) keeps in a branch:
+# an empty commit at the start, whose message is the cover letter (its
+# first line the subject; To: and Cc: trailers are the recipients), then
+# B4_MARKER and b4's tracking data as JSON (series: revision, change-id,
+# prefixes).  b4 finds that commit with git log --grep on the marker,
+# --committer=<user.email> and --since=1.year, so the branch's commits are
+# committed by the author, with a committer date of now (or
+# SOURCE_DATE_EPOCH); their author dates are those of the series.
+B4_MARKER = "--- b4-submit-tracking ---"
+B4_COMMENT = "# This section is used internally by b4 prep for tracking purposes."
+
+
+def b4_change_id(branch: str, base: str, names: Names, date: When) -> str:
+    """b4's form, YYYYMMDD-slug-12hex; the same for the same series."""
+    import datetime
+    import hashlib
+    day = datetime.datetime.fromtimestamp(date.epoch, datetime.timezone.utc).strftime("%Y%m%d")
+    slug = re.sub(r"-v\d+$", "", branch.rsplit("/", 1)[-1])[:40].strip("-") or "series"
+    digest = hashlib.sha256(f"{names.readonly}\0{names.maywrite}\0{base}".encode()).hexdigest()[:12]
+    return f"{day}-{slug}-{digest}"
+
+
+def b4_prefixes(subject_prefix: str) -> list[str]:
+    """--subject-prefix 'RFC PATCH' -> b4's prefixes ["RFC"] (b4 adds PATCH)."""
+    return [w for w in subject_prefix.split() if w.upper() != "PATCH"]
+
+
+def b4_cover_message(cover: tuple[str, str], cover_file: Path, version: int, prefixes: list[str],
+                     change_id: str) -> str:
+    import json
+    subject, blurb = cover
+    msg = mail.Message(cover_file.read_bytes())
+    trailers = [f"To: {a.strip()}" for a in mail.split_addresses(msg.get("To") or "")]
+    trailers += [f"Cc: {a.strip()}" for a in mail.split_addresses(msg.get("Cc") or "")]
+    tracking = {"series": {"revision": version, "change-id": change_id, "prefixes": prefixes,
+                           "presubject": ""}}
+    return (f"{subject}\n\n{blurb.rstrip()}\n\n" + "\n".join(trailers) + "\n\n"
+            f"{B4_MARKER}\n{B4_COMMENT}\n{json.dumps(tracking, indent=2)}\n")
+
+
+def b4_branch(git: Git, base: str, patches: list[Patch], cover: tuple[str, str], cover_file: Path,
+              opts: Options, change_id: str, author: Ident, date: When) -> str:
+    """The series again, after b4's cover letter commit; its tip."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    import time
+    now = When(int(value), "+0000") if value.isdigit() else When(int(time.time()), "+0000")
+    message = b4_cover_message(cover, cover_file, opts.version, b4_prefixes(opts.subject_prefix), change_id)
+    parent = git.commit(git.tree_id(base), [base], message, author, date, committed=now)
+    for n, p in enumerate(patches, 1):
+        tree = git.tree_id(p.commit)
+        parent = git.commit(tree, [parent], p.message(author), author, date.plus(n), committed=now)
+    return parent
 
 
 # --------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class Record:
     calls: list[dict]
     patches: list[dict]
     message_ids: dict = field(default_factory=dict)
+    change_id: str = ""  # b4's change-id, when the branch was made with --b4
 
     @classmethod
     def draft(cls, version: int, branch: str, base: str, tip: str, names, subject_prefix: str,

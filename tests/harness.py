@@ -352,11 +352,11 @@ def assert_series_written(result: Run, repo: Path) -> list[Path]:
     record = json.loads(_git(repo, "cat-file", "blob", f"{SERIES_RECORD}:record.json"))
     assert record["tip"] == _git(repo, "rev-parse", SERIES_BRANCH).strip(), record
     commits = _git(repo, "rev-list", f"{record['base']}..{SERIES_BRANCH}").split()
-    assert [f.name for f in files][0] == "v1-0000-cover-letter.patch", files
+    assert [f.name for f in files][0] == "0000-cover-letter.patch", files
     assert len(files) == len(commits) + 1 > 2, (len(files), len(commits))
     for f in files:
         text = f.read_text()
-        assert text.startswith("From ") and "\nSubject: [RFC PATCH v1 " in text, f.name
+        assert text.startswith("From ") and "\nSubject: [RFC PATCH " in text, f.name
     assert f"{len(commits)} patches and a cover letter in {SERIES_OUT}/" in result.stdout, result.describe()
     return files
 

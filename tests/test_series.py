@@ -69,14 +69,21 @@ F:\t*
 F:\t*/
 """
 
-# (file, text appended, subject): the history the prefixes are learned from.
+# (file, text appended, subject, signed off): the history the prefixes are
+# learned from.  mm/fixture_basic.c: three kernel commits agree on
+# "mm: basic:"; the newest three are local ("test:" and unsigned) and must
+# change nothing.  The other files have too little history to learn from.
 HISTORY = [
     ("mm/pgtable-generic.c", "/* The lockless mapping is described above. */\n",
-     "mm: pgtable: note where the lockless mapping is described"),
-    ("mm/fixture_basic.c", "/* Read-only callers come first. */\n", "mm: basic: note the read-only callers"),
-    ("mm/fixture_basic.c", "/* Writers come next. */\n", "mm: basic: note the writers"),
-    ("mm/fixture_basic.c", "/* One more note. */\n", "mm/basic: one more note"),
-    ("arch/x86/mm/fixture_young.c", "/* The young bits. */\n", "x86/mm: note the young bits"),
+     "mm: pgtable: note where the lockless mapping is described", True),
+    ("mm/fixture_basic.c", "/* Read-only callers come first. */\n", "mm: basic: note the read-only callers", True),
+    ("mm/fixture_basic.c", "/* Writers come next. */\n", "mm: basic: note the writers", True),
+    ("mm/fixture_basic.c", "/* One more note. */\n", "mm/basic: one more note", True),
+    ("mm/fixture_basic.c", "/* And one more. */\n", "mm: basic: and one more note", True),
+    ("arch/x86/mm/fixture_young.c", "/* The young bits. */\n", "x86/mm: note the young bits", True),
+    ("mm/fixture_basic.c", "/* local 1 */\n", "test: try the series", False),
+    ("mm/fixture_basic.c", "/* local 2 */\n", "test: try the series again", False),
+    ("mm/fixture_basic.c", "/* local 3 */\n", "test: and again", False),
 ]
 
 
@@ -177,13 +184,13 @@ def patch_files(directory: Path) -> list[Path]:
 def origin(tools, tmp_path_factory) -> Path:
     """The fixture tree, a little history, and a MAINTAINERS file."""
     repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path_factory.mktemp("series") / "origin")
-    for path, text, subject in HISTORY:
+    for path, text, subject, signed in HISTORY:
         with open(repo / path, "a") as f:
             f.write(text)
-        git(repo, "commit", "-q", "-a", "-m", subject)
+        git(repo, "commit", "-q", "-a", *(["-s"] if signed else []), "-m", subject)
     (repo / "MAINTAINERS").write_text(MAINTAINERS)
     git(repo, "add", "MAINTAINERS")
-    git(repo, "commit", "-q", "-m", "MAINTAINERS: the sections of the fixture tree")
+    git(repo, "commit", "-q", "-s", "-m", "MAINTAINERS: the sections of the fixture tree")
     return repo
 
 
@@ -259,10 +266,10 @@ def test_files_cover_letter_and_one_patch_per_commit(runs):
     files = patch_files(runs.out_a)
     n = _expected_patches(runs)
     assert len(files) == n + 1
-    assert files[0].name == "v1-0000-cover-letter.patch"
+    assert files[0].name == "0000-cover-letter.patch"  # v1 is not named, as git and b4 do
     for k, f in enumerate(files):
         subject = headers(f)["subject"]
-        assert subject.startswith(f"[RFC PATCH v1 {k:02d}/{n}] "), subject
+        assert subject.startswith(f"[RFC PATCH {k:02d}/{n}] "), subject
         assert "***" not in f.read_text(), f.name
     log = git(runs.a, "log", "--format=%s", "--reverse", f"main..{BRANCH}").splitlines()
     assert len(log) == n
@@ -270,17 +277,31 @@ def test_files_cover_letter_and_one_patch_per_commit(runs):
 
 
 def test_the_cover_letter_is_complete(runs):
-    cover = (runs.out_a / "v1-0000-cover-letter.patch").read_text()
-    h = headers(runs.out_a / "v1-0000-cover-letter.patch")
-    # "mm: pgtable:" (learned) would make it longer than 75 characters.
+    cover = (runs.out_a / "0000-cover-letter.patch").read_text()
+    h = headers(runs.out_a / "0000-cover-letter.patch")
+    # "mm: pgtable:" would make it longer than 75 characters.
     assert h["subject"].endswith("] mm: split pte_offset_map_nolock() into read-only and may-write variants")
     base = git(runs.a, "rev-parse", "main")
     assert f"\nbase-commit: {base}\n" in cover
-    # Every call in the table, with its verdict and recheck.
+    # Every call in the table, with its patch, verdict and recheck.
     data = json.loads(git(runs.a, "cat-file", "blob", "refs/rewriter/versions/v1:record.json"))
+    total = len(data["patches"])
     for c in data["calls"]:
-        assert re.search(rf"^  {re.escape(c['file'])} +{re.escape(c['function'])}\(\) +{c['verdict']} +"
-                         rf"{re.escape(c['recheck'] or '-')}$", cover, re.M), c
+        assert re.search(rf"^  {c['patch']}/{total} +{re.escape(c['file'])} +{re.escape(c['function'])}\(\)"
+                         rf"(, \S+)? +{c['verdict']} +{re.escape(c['recheck'] or '-')} ", cover, re.M), c
+    # In order: why, the rule, the calls, open questions, testing, how it was made.
+    blurb = cover.split("\n\n", 1)[1]
+    order = ["This series prepares for freeing empty PTE tables.", "Split pte_offset_map_nolock() in two:",
+             "Patch  File", "Open questions:", "Testing:", "How the series was made:", f"{IDENTITY[0]} ("]
+    at = [blurb.find(x) for x in order]
+    assert -1 not in at and at == sorted(at), dict(zip(order, at))
+    # The plan settles fixture_map_for_caller() against the rule: an open question.
+    flat = " ".join(blurb.split())
+    assert re.search(r"- fixture_map_for_caller\(\) in mm/fixture_return.c \(patch \d+\): the rule gives rw "
+                     r"with pmd_same; the series makes it rw with dummy: the caller takes the lock and checks "
+                     r"the entry with pte_same\(\) before it writes\. Is that right\?", flat), flat
+    assert 'Not run yet. Before sending, run "rewriter check --build --boot --mail --json > REPORT.json"' in flat
+    assert "rewriter 0.1.0" in flat and "refs/rewriter/versions/v1" in flat
     # git's shortlog and diffstat follow the blurb.
     assert f"{IDENTITY[0]} ({len(data['patches'])}):" in cover
     assert re.search(r"^ \d+ files changed, \d+ insertions\(\+\), \d+ deletions\(-\)$", cover, re.M)
@@ -306,26 +327,40 @@ def test_threading_and_message_ids(runs):
 def test_recipients_from_maintainers(runs):
     files = patch_files(runs.out_a)
     by_subject = {headers(f)["subject"]: headers(f) for f in files}
+    # An x86 patch goes to the x86 people and to those of the API's files
+    # (include/linux/mm.h, mm/pgtable-generic.c: MEMORY MANAGEMENT).
     x86 = next(h for s, h in by_subject.items() if "fixture_x86_count_present()" in s)
-    assert x86["to"] == "Xavier Eightysix <x86@example.org>"
-    assert x86["cc"].split(", ") == ["x86-list@example.org", "linux-kernel@example.org", "Extra <extra@example.org>"]
+    assert x86["to"].split(", ") == ["Xavier Eightysix <x86@example.org>", "Andrew Fixture <akpm@example.org>"]
+    assert x86["cc"].split(", ") == ["x86-list@example.org", "linux-kernel@example.org",
+                                     "Rita Reviewer <rita@example.org>", "linux-mm@example.org",
+                                     "Extra <extra@example.org>"]
     basic = next(h for s, h in by_subject.items() if "fixture_pte_young_ro()" in s)
     assert basic["to"] == "Andrew Fixture <akpm@example.org>"
     assert "Rita Reviewer <rita@example.org>" in basic["cc"] and "linux-mm@example.org" in basic["cc"]
-    assert "linus@example.org" not in basic["to"] + basic["cc"]  # THE REST's maintainer is left out
+    for h in by_subject.values():
+        assert "linus@example.org" not in h["to"] + h.get("cc", "")  # THE REST's maintainer is left out
+        assert "Andrew Fixture <akpm@example.org>" in h["to"] and "linux-mm@example.org" in h["cc"]
+    # The cover letter goes to the API's maintainers, copied to everyone else.
     cover = headers(files[0])
-    assert set(cover["to"].split(", ")) == {"Andrew Fixture <akpm@example.org>", "Xavier Eightysix <x86@example.org>"}
-    for a in ("x86-list@example.org", "linux-mm@example.org", "Rita Reviewer <rita@example.org>",
-              "Extra <extra@example.org>"):
+    assert cover["to"] == "Andrew Fixture <akpm@example.org>"
+    for a in ("Xavier Eightysix <x86@example.org>", "x86-list@example.org", "linux-mm@example.org",
+              "Rita Reviewer <rita@example.org>", "Extra <extra@example.org>"):
         assert a in cover["cc"]
+    # The fixture's history has no commit that changed the definition's
+    # lines and is signed off: no author to copy.
+    assert "Fixture <fixture@example.org>" not in cover["cc"]
 
 
 def test_subject_prefixes_learned_from_history(runs):
     subjects = [headers(f)["subject"].split("] ", 1)[1] for f in patch_files(runs.out_a)[1:]]
+    # mm/pgtable-generic.c: one commit is too few to learn from; the table says "mm: pgtable:".
     assert subjects[0] == "mm: pgtable: introduce pte_offset_map_{readonly|maywrite}_nolock()"
     assert subjects[-1] == "mm: pgtable: remove pte_offset_map_nolock()"
-    # mm/fixture_basic.c: "mm: basic:" twice and "mm/basic:" once.
+    # mm/fixture_basic.c: "mm: basic:" three times and "mm/basic:" once,
+    # under three newer local "test:" commits that count for nothing.
     assert "mm: basic: fixture_pte_young_ro() use pte_offset_map_readonly_nolock()" in subjects
+    assert not any(s.startswith("test:") for s in subjects), subjects
+    # One x86 commit is too few: from the path, as the x86 log has it.
     assert "x86/mm: fixture_x86_count_present() use pte_offset_map_readonly_nolock()" in subjects
     # No history: from the path, with the second part dropped when too long.
     assert "fixture_pt: fixture_pt_entry_present() use pte_offset_map_readonly_nolock()" in subjects
@@ -359,13 +394,27 @@ def test_series_order_and_commit_messages(runs):
             assert len(line) <= 75, (p["subject"], line)
     dummy = git(runs.a, "log", "-1", "--format=%B", patches[[p["function"] for p in patches].index(
         "fixture_map_for_caller")]["commit"])
-    assert ("Pass a dummy pmd_t for the PMD value, and add no pmd_same() recheck: the caller takes the lock "
-            "and checks the entry with pte_same() before it writes.") in " ".join(dummy.split())
-    assert "the plan makes it rw with recheck dummy" in " ".join(dummy.split())
+    # The plan overrides the rule: its reason is the message's reason.
+    assert ("Use pte_offset_map_maywrite_nolock() with a dummy pmdval and no pmd_same() recheck: the caller "
+            "takes the lock and checks the entry with pte_same() before it writes.") in " ".join(dummy.split())
     recheck = git(runs.a, "log", "-1", "--format=%B", patches[[p["function"] for p in patches].index(
         "fixture_collapse_retract")]["commit"])
     flat = " ".join(recheck.split())
-    assert "recheck with pmd_same()" in flat and "removes the page table: pmdp_collapse_flush()" in flat
+    assert "recheck it with pmd_same() against pmdp_get_lockless()" in flat
+    assert "removes the table with pmdp_collapse_flush()" in flat
+    for p in patches:
+        assert_kernel_style(git(runs.a, "log", "-1", "--format=%B", p["commit"]))
+
+
+def assert_kernel_style(message: str) -> None:
+    """What a commit message of the series never says."""
+    body = message.split("\n", 2)[2]
+    assert not re.search(r"\bline \d+|\blines \d+|:\d+\b", body), body
+    assert not re.search(r"\b(scan|plan|rewriter)\b", body, re.I), body
+    paragraphs = [" ".join(p.split()) for p in body.split("\n\n") if p.strip()]
+    assert len(paragraphs) == len(set(paragraphs)), body
+    sentences = [x for p in paragraphs for x in re.split(r"(?<=\.) ", p) if len(x.split()) > 4]
+    assert len(sentences) == len(set(sentences)), body
 
 
 def test_every_commit_builds_on_the_last(runs):
@@ -610,17 +659,68 @@ def test_sigint_at_random_points_leaves_nothing(origin, plan_v1, tmp_path):
 # the parts
 # --------------------------------------------------------------------------
 
+SIGNED = "\n\nSigned-off-by: A <a@example.org>\n"
+
+
 def test_learned_prefix():
-    assert series.learned_prefix(["mm: basic: a", "mm/basic: b", "mm: basic: c", "Merge x: y"]) == "mm: basic:"
-    assert series.learned_prefix(["x86/mm: a", "mm: b"]) == "x86/mm:"  # a tie: the newest
-    assert series.learned_prefix(["Linux 6.12", "Import the tree"]) is None
+    def signed(*subjects):
+        return [(x, SIGNED) for x in subjects]
+
+    assert series.learned_prefix(signed("mm: basic: a", "mm/basic: b", "mm: basic: c", "Merge x: y",
+                                        "mm: basic: d")) == "mm: basic:"
+    # Fewer than three agree: nothing is learned.
+    assert series.learned_prefix(signed("mm: basic: a", "mm/basic: b", "mm: basic: c")) is None
+    assert series.learned_prefix(signed("x86/mm: a", "x86/mm: b", "x86/mm: c", "mm: b", "mm: c", "mm: d")) \
+        == "x86/mm:"  # a tie: the newest
+    assert series.learned_prefix(signed("Linux 6.12", "Import the tree")) is None
+    # ARM's patch tracker numbers are not part of the prefix.
+    assert series.learned_prefix(signed("ARM: 9431/1: fix a", "ARM: 9350/1: b", "ARM: c")) == "ARM:"
+
+
+def test_local_commits_change_no_prefix():
+    """Commits without Signed-off-by, or whose subject has no subsystem
+    prefix, are local: "test: ..." at the top of a file's history changes
+    nothing, however many there are."""
+    kernel = [("mm: basic: a", SIGNED)] * 3
+    local = [("test: try it", "no sign-off\n")] * 5 + [("wip", SIGNED)] * 5
+    assert series.learned_prefix(local + kernel) == "mm: basic:"
+    assert series.learned_prefix(local) is None
+
+
+def test_local_commits_in_a_repository(tmp_path):
+    """The same through git: three kernel commits, then five local ones."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "mm").mkdir()
+    for k in range(3):
+        (repo / "mm" / "memory.c").write_text(f"int a{k};\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-s", "-m", f"mm: change {k}")
+    for k in range(5):
+        (repo / "mm" / "memory.c").write_text(f"int b{k};\n")
+        git(repo, "commit", "-q", "-a", "-m", f"test: local change {k}")
+    g = maintainers.Git(repo / ".git")
+    assert series.subject_prefix(g, "HEAD", ["mm/memory.c"]) == "mm:"
+    # Without the kernel commits, the path's prefix.
+    assert series.subject_prefix(g, "HEAD", ["mm/mremap.c"]) == "mm: mremap:"
 
 
 def test_prefix_from_the_path():
+    # The rules of rewriter.changelog.SUBJECT_PREFIXES, as the kernel's log has them.
+    assert series.path_prefix("mm/memory.c") == "mm:"
     assert series.path_prefix("mm/khugepaged.c") == "mm: khugepaged:"
-    assert series.path_prefix("arch/arm/mm/fault-armv.c") == "arm: mm:"
+    assert series.path_prefix("mm/mremap.c") == "mm: mremap:"
+    assert series.path_prefix("mm/userfaultfd.c") == "mm: userfaultfd:"
+    assert series.path_prefix("mm/filemap.c") == "mm: filemap:"
+    assert series.path_prefix("mm/vmscan.c") == "mm: vmscan:"
+    assert series.path_prefix("mm/page_vma_mapped.c") == "mm: page_vma_mapped_walk:"
+    assert series.path_prefix("mm/pgtable-generic.c") == "mm: pgtable:"
     assert series.path_prefix("include/linux/mm.h") == "mm:"
-    assert series.path_prefix("mm/pgtable-generic.c") == "mm:"
+    assert series.path_prefix("Documentation/mm/split_page_table_lock.rst") == "mm:"
+    assert series.path_prefix("arch/arm/mm/fault-armv.c") == "ARM:"
+    assert series.path_prefix("arch/powerpc/mm/pgtable.c") == "powerpc/mm:"
+    assert series.path_prefix("mm/new_file.c") == "mm: new_file:"
     assert series.path_prefix("fs/proc/task_mmu.c") == "fs: task_mmu:"
     assert series.shorter_prefixes("mm: khugepaged:") == ["mm: khugepaged:", "mm:"]
     assert series.shorter_prefixes("x86/mm:") == ["x86/mm:", "x86:"]
