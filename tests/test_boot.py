@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -367,3 +368,40 @@ def test_boot_catches_the_map_pte_that_leaves_ptl_set(tools, kernel_tree, tmp_pa
     problems = " ".join(data["boot"]["problems"])
     assert "map_pte()" in problems, problems
     assert re.search(r"bad unlock balance|spinlock already unlocked|spinlock wrong|workload", problems), problems
+
+
+def test_series_without_x86_code_is_reported_not_failed(tools, tmp_path):
+    """A series that changes only an arm file: nothing to boot, and no failure."""
+    if not shutil.which("spatch"):
+        pytest.skip("no spatch (Debian package coccinelle)")
+    try:
+        boot.require_tools()
+    except boot.ToolError as exc:
+        pytest.skip(str(exc))
+    src = tmp_path / "src"
+    (src / "arch/arm/mm").mkdir(parents=True)
+    (src / "include/linux").mkdir(parents=True)
+    (src / "include/linux/pgtable.h").write_text(
+        "pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmd, unsigned long addr, spinlock_t **ptlp);\n")
+    (src / "arch/arm/mm/fault-armv.c").write_text(CALLER.replace("pte_offset_map_maywrite_nolock(mm, pmd, addr, "
+                                                                 "&pmdval, &ptl)", "pte_offset_map_nolock(mm, pmd, addr, &ptl)"))
+    repo = tools.make_git_repo(src, tmp_path / "linux")
+    base = tools.head_sha(repo)
+    (repo / "include/linux/pgtable.h").write_text(
+        "pte_t *pte_offset_map_readonly_nolock(struct mm_struct *mm, pmd_t *pmd, unsigned long addr,\n"
+        "\t\t\t\t      spinlock_t **ptlp);\n"
+        "pte_t *pte_offset_map_maywrite_nolock(struct mm_struct *mm, pmd_t *pmd, unsigned long addr,\n"
+        "\t\t\t\t      pmd_t *pmdvalp, spinlock_t **ptlp);\n")
+    (repo / "arch/arm/mm/fault-armv.c").write_text(CALLER)
+    tools.commit_all(repo, "arm: convert")
+    head = tools.head_sha(repo)
+    patch = SimpleNamespace(commit=head, files=["include/linux/pgtable.h", "arch/arm/mm/fault-armv.c"])
+    series = SimpleNamespace(clone=repo, base=base, patches=[patch], commits=[head],
+                             touched=lambda: patch.files)
+    report = boot.boot_series(series, cache=tmp_path / "cache")
+    assert not report.failed()
+    assert "no call that x86_64 builds" in report.nothing_to_boot
+    assert [(f.name, f.x86, f.status()) for f in report.functions] == [
+        ("walker", False, "not run on x86"), ("reader", False, "not run on x86")]
+    assert not report.runs  # nothing was built or booted
+    assert any("not run on x86" in line for line in report.render_lines())
