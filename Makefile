@@ -51,20 +51,26 @@ help:
 #   checkpatch.pl, comes with git.
 BUILD_DEPS := make gcc libc6-dev flex bison bc libelf-dev libssl-dev \
               gcc-arm-linux-gnueabihf gcc-powerpc64le-linux-gnu
+# with WITH_BOOT_DEPS=1 (make verify sets it), also what "rewriter check
+# --boot" needs: the kernel build tools above, qemu-system-x86_64, a static
+# busybox for the initramfs, ccache for the kernel builds, and cpio (kept
+# for looking into the initramfs by hand; rewriter writes it itself).
+BOOT_DEPS := make gcc libc6-dev flex bison bc libelf-dev libssl-dev \
+             qemu-system-x86 busybox-static ccache cpio
 deps:
 	@missing=; \
 	command -v spatch >/dev/null 2>&1 || missing="$$missing coccinelle"; \
 	[ -x "$$(git --exec-path)/git-send-email" ] || missing="$$missing git-email"; \
 	command -v xz >/dev/null 2>&1 || missing="$$missing xz-utils"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
-	if [ -n "$(WITH_BUILD_DEPS)" ]; then \
-	    for pkg in $(BUILD_DEPS); do \
+	if [ -n "$(WITH_BUILD_DEPS)$(WITH_BOOT_DEPS)" ]; then \
+	    for pkg in $(if $(WITH_BUILD_DEPS),$(BUILD_DEPS)) $(if $(WITH_BOOT_DEPS),$(BOOT_DEPS)); do \
 	        dpkg-query -W -f='$${Status}\n' "$$pkg" 2>/dev/null | grep -q '^install ok installed' \
 	            || missing="$$missing $$pkg"; \
 	    done; \
 	fi; \
 	if [ -z "$$missing" ]; then \
-	    echo "deps: spatch, git send-email, xz and python venv are present$(if $(WITH_BUILD_DEPS), (with the kernel build tools))"; \
+	    echo "deps: spatch, git send-email, xz and python venv are present$(if $(WITH_BUILD_DEPS), (with the kernel build tools))$(if $(WITH_BOOT_DEPS), (with the boot check's tools))"; \
 	else \
 	    echo "deps: installing$$missing"; \
 	    $(SUDO) apt-get update -q && \
@@ -110,7 +116,7 @@ demo: deps venv kernel
 # $(KERNEL_CACHE)/build), and the git send-email round trip.  The series is
 # read from SERIES; when it is not there, "make demo" is asked to write it.
 verify: venv kernel
-	@$(MAKE) --no-print-directory deps WITH_BUILD_DEPS=1
+	@$(MAKE) --no-print-directory deps WITH_BUILD_DEPS=1 WITH_BOOT_DEPS=1
 	@if ! ls '$(SERIES)'/*.patch >/dev/null 2>&1; then $(MAKE) --no-print-directory demo; fi
 	@ls '$(SERIES)'/*.patch >/dev/null 2>&1 || { \
 	    echo "make verify: no patch series in $(SERIES)/; write it with" \
@@ -118,6 +124,9 @@ verify: venv kernel
 	@mkdir -p build
 	REWRITER_BUILD_CACHE='$(KERNEL_CACHE)/build' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
 	    --build --mail --mbox build/verify.mbox
+	REWRITER_BUILD_CACHE='$(KERNEL_CACHE)/build' $(VENV)/bin/rewriter check --tree '$(KERNEL_TREE)' --series '$(SERIES)' \
+	    --boot --json > build/verify-boot.json || { \
+	    echo "make verify: rewriter check --boot failed; see build/verify-boot.json" >&2; exit 1; }
 
 # Timings against a plain spatch pass over the same tree, written to
 # bench/RESULTS.md (see bench/run.py).  Takes some minutes: every figure is

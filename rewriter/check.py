@@ -550,6 +550,7 @@ class Report:
     series: Series
     checkpatch: dict[int, CheckpatchResult] = field(default_factory=dict)
     build: object | None = None  # rewriter.kbuild.BuildReport
+    boot: object | None = None  # rewriter.boot.BootReport
     mail: MailResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -557,6 +558,8 @@ class Report:
         if any(not r.clean for r in self.checkpatch.values()):
             return True
         if self.build is not None and self.build.failed():
+            return True
+        if self.boot is not None and self.boot.failed():
             return True
         return self.mail is not None and not self.mail.ok
 
@@ -579,6 +582,8 @@ class Report:
                "seconds": {k: round(v, 1) for k, v in self.seconds.items()}, "ok": not self.failed()}
         if self.build is not None:
             out["build"] = self.build.to_json()
+        if self.boot is not None:
+            out["boot"] = self.boot.to_json()
         if self.mail is not None:
             m = self.mail
             out["mail"] = {"sent": m.sent, "received": m.received, "mbox": m.mbox, "applied": m.applied,
@@ -609,6 +614,9 @@ def render_text(report: Report) -> str:
     if report.build is not None:
         out.append("")
         out.extend(report.build.render_lines(s))
+    if report.boot is not None:
+        out.append("")
+        out.extend(report.boot.render_lines())
     if report.mail is not None:
         m = report.mail
         out.append("")
@@ -674,7 +682,8 @@ def _umask() -> int:
 
 def check(tree: str, series_dir: str | None, branch: str | None, base: str | None,
           build: bool, mail: bool, progress=None, build_options: dict | None = None,
-          mbox: str | None = None, mbox_dir: str | None = None) -> Report:
+          mbox: str | None = None, mbox_dir: str | None = None, boot: bool = False,
+          boot_options: dict | None = None) -> Report:
     """Run the checks.  The scratch clones live in a temporary directory
     that is removed at the end; the mbox of what arrived is kept at mbox
     (default: rewriter-check-<base>.mbox in mbox_dir, or in the temporary
@@ -696,6 +705,12 @@ def check(tree: str, series_dir: str | None, branch: str | None, base: str | Non
             t0 = time.monotonic()
             report.build = kbuild.build_series(series, say, **(build_options or {}))
             report.seconds["build"] = time.monotonic() - t0
+        if boot:
+            from rewriter import boot as kboot
+
+            t0 = time.monotonic()
+            report.boot = kboot.boot_series(series, say, **(boot_options or {}))
+            report.seconds["boot"] = time.monotonic() - t0
         if mail:
             t0 = time.monotonic()
             say("mail")

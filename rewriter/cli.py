@@ -559,6 +559,14 @@ def _add_check_parser(sub) -> None:
                         "its merge base with HEAD)")
     p.add_argument("--build", action="store_true",
                    help="build each commit's objects with Kbuild (x86_64, and arm/powerpc with cross compilers)")
+    p.add_argument("--boot", action="store_true",
+                   help="boot the base's and the series' x86_64 kernels in qemu with lockdep, force every "
+                        "pmd_same() failure path with a test build, run a workload that reaches every "
+                        "converted function, and compare")
+    p.add_argument("--boot-every", type=int, default=None, metavar="N",
+                   help="with --boot: make every Nth evaluation of each recheck fail (default 3)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="with --boot: qemu accelerator (default: KVM when /dev/kvm works, else TCG)")
     p.add_argument("--mail", action="store_true",
                    help="send the series with git send-email to a local SMTP server and git am it back")
     p.add_argument("--mbox", metavar="FILE", help="keep the mails that arrived here (default: in the temp directory)")
@@ -574,6 +582,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise InputError(f"--jobs {args.jobs}: give a number of processes from 1")
     if args.mbox is not None:
         _check_output_file(args.mbox, "--mbox")
+    if args.boot_every is not None and args.boot_every < 2:
+        raise InputError(f"--boot-every {args.boot_every}: give a number from 2 (1 would fail every retry too)")
+    if args.boot:
+        from rewriter import boot as kboot
+
+        kboot.require_tools()  # before any work: a missing tool is one line, exit 4
 
     def say(msg: str) -> None:
         print(f"rewriter: check: {msg}", file=sys.stderr, flush=True)
@@ -582,7 +596,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     # holds the one line of a refusal, if any.
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
                          progress=say if sys.stderr.isatty() else None, build_options={"jobs": args.jobs},
-                         mbox=args.mbox, mbox_dir=_user_tmp)
+                         mbox=args.mbox, mbox_dir=_user_tmp, boot=args.boot,
+                         boot_options={"jobs": args.jobs, "accel": args.accel,
+                                       **({"every": args.boot_every} if args.boot_every else {})})
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:

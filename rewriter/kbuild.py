@@ -385,12 +385,12 @@ class BuildReport:
 class Source:
     """The base exported with git archive, with series files written over it."""
 
-    def __init__(self, repo: Path, base: str, cache: Path, say=None):
+    def __init__(self, repo: Path, base: str, cache: Path, say=None, prefix: str = "src"):
         self.repo = repo
         self.base = base
         tree = _git(repo, "rev-parse", f"{base}^{{tree}}").strip()
-        self.dir = cache / f"src-{tree[:16]}"
-        self.record = cache / f"src-{tree[:16]}.written.json"
+        self.dir = cache / f"{prefix}-{tree[:16]}"
+        self.record = cache / f"{prefix}-{tree[:16]}.written.json"
         if not (self.dir / "Makefile").exists():
             if say:
                 say(f"export the base with git archive into {self.dir} (once per base)")

@@ -1,0 +1,739 @@
+"""`rewriter check --boot`: run the series' kernel and make every new failure
+path run.
+
+checkpatch and a build cannot see a locking bug in a failure path that
+real races reach once a month.  This check:
+
+1. builds two x86_64 kernels out of tree with the kernel's own Kbuild: the
+   base, and the series' final commit with the test hooks of
+   rewriter.inject (every pmd_same() recheck fails on every Nth evaluation;
+   every call of the new functions is counted).  The sources are exports
+   of the commits (rewriter.kbuild.Source), the configuration is tinyconfig
+   plus BOOT_OPTIONS plus what the Makefiles and #ifdefs around the
+   series' changes name (rewriter.kbuild), built with ccache when it is
+   installed;
+2. boots each in qemu-system-x86_64 (KVM when /dev/kvm works, else TCG)
+   with an initramfs of busybox-static and the workload
+   (templates/boot/workload.c, built static), which reaches every
+   converted function and checks its own data;
+3. reads back over the serial console the workload's results, the hooks'
+   counts and every kernel splat (lockdep, BUG, WARNING, oops), and
+   reports per converted function.
+
+It fails when the series' run has a splat or a data error that the base's
+run does not, when a converted function that x86 builds never ran, when a
+pmd_same() failure path was never forced, or when a kernel does not boot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewriter import inject, kbuild
+from rewriter.errors import RewriterError, ToolError
+
+# The guest (tinyconfig is the start), the debug options that see locking
+# bugs, and what the workload needs.  Options the series' code needs are
+# read from the code and added (see kernel_options()).
+GUEST_OPTIONS = (
+    "64BIT", "SMP", "PRINTK", "PRINTK_TIME", "BUG", "DEBUG_BUGVERBOSE", "KALLSYMS",
+    "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "EARLY_PRINTK",
+    "BLK_DEV_INITRD", "BINFMT_ELF", "BINFMT_SCRIPT", "DEVTMPFS", "PROC_FS", "PROC_SYSCTL", "SYSFS",
+    "TMPFS", "FUTEX", "POSIX_TIMERS", "MULTIUSER", "HYPERVISOR_GUEST", "PARAVIRT", "KVM_GUEST",
+)
+DEBUG_OPTIONS = ("DEBUG_KERNEL", "PROVE_LOCKING", "DEBUG_SPINLOCK", "DEBUG_ATOMIC_SLEEP", "DEBUG_VM")
+WORKLOAD_OPTIONS = (
+    "ADVISE_SYSCALLS",  # madvise: MADV_COLLAPSE, MADV_PAGEOUT
+    "TRANSPARENT_HUGEPAGE", "READ_ONLY_THP_FOR_FS", "SHMEM",  # collapse_pte_mapped_thp, swapin
+    "USERFAULTFD",  # UFFDIO_MOVE: move_pages_pte
+    "LRU_GEN", "LRU_GEN_ENABLED", "DEBUG_FS", "DEBUG_FS_ALLOW_ALL",  # walk_pte_range through debugfs lru_gen
+    "NUMA", "NUMA_EMU", "MIGRATION", "COMPACTION",  # move_pages between two (fake) nodes: map_pte
+    "SWAP", "BLOCK", "BLK_DEV", "BLK_DEV_RAM",  # swap on /dev/ram0
+    "EXT2_FS",  # a file system with a backing store on /dev/ram1: filemap_fault_recheck_pte_none
+)
+BOOT_OPTIONS = GUEST_OPTIONS + DEBUG_OPTIONS + WORKLOAD_OPTIONS
+BASE_CONFIG = "tinyconfig"
+KERNEL_ARGS = ("console=ttyS0,115200 numa=fake=2 brd.rd_nr=2 brd.rd_size=98304 "
+               "transparent_hugepage=madvise panic=-1 rdinit=/init")
+DEFAULT_EVERY = 3
+DEFAULT_DELAY_US = 300
+DEFAULT_ROUNDS = 3
+DEFAULT_RACE_SECONDS = 6
+
+TEMPLATE_DIR = inject.TEMPLATE_DIR
+PACKAGES = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static", "gcc": "gcc", "make": "make"}
+
+# A splat starts with one of these (after the printk time stamp).
+SPLAT_START = re.compile(
+    r"^(?:WARNING: (?:bad unlock balance detected|possible recursive locking detected|held lock freed|"
+    r"possible circular locking dependency detected|inconsistent lock state|lock held when returning to user space|"
+    r"suspicious RCU usage|CPU: \d+ PID: \d+ at .*)|"
+    r"BUG: .*|kernel BUG at .*|Oops: .*|general protection fault.*|Kernel panic - .*|"
+    r"page dumped because: .*|watchdog: BUG: .*|INFO: task .* blocked for more than .*)")
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_FRAME = re.compile(r"\b([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+
+
+# --------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------
+
+@dataclass
+class Splat:
+    title: str  # the first line, numbers taken out
+    lines: list[str]  # the whole report as printed
+    functions: list[str] = field(default_factory=list)  # converted functions it concerns, and why
+    new: bool = True  # not in the base run
+
+    def to_json(self) -> dict:
+        return {"title": self.title, "new": self.new, "functions": self.functions, "lines": self.lines}
+
+
+@dataclass
+class Run:
+    label: str  # base | series
+    kernel: str = ""
+    accel: str = ""  # kvm | tcg
+    accel_note: str = ""  # why not KVM
+    booted: bool = False
+    finished: bool = False  # the init script got to its end
+    seconds: dict[str, float] = field(default_factory=dict)  # build, boot, workload
+    phases: dict[str, tuple[str, str]] = field(default_factory=dict)  # phase -> (ok|skip|FAIL|started, detail)
+    counts: dict[int, dict[str, int]] = field(default_factory=dict)  # site -> calls, evals, real, forced
+    splats: list[Splat] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)  # the last console lines
+    console: str = ""  # where the whole console log is kept
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "kernel": self.kernel, "accel": self.accel, "accel_note": self.accel_note,
+                "booted": self.booted, "finished": self.finished,
+                "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+                "phases": {k: {"status": v[0], "detail": v[1]} for k, v in self.phases.items()},
+                "splats": [s.to_json() for s in self.splats], "console": self.console,
+                "tail": self.tail if not self.finished else []}
+
+
+@dataclass
+class Function:
+    file: str
+    name: str
+    policy: str  # ro | dummy | pmd_same
+    x86: bool  # built for x86 (else "not run on x86")
+    calls: int = 0
+    evals: int = 0
+    forced: int = 0
+    real: int = 0
+    built: bool | None = None  # its object is in the test kernel
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "function": self.name, "policy": self.policy, "x86": self.x86,
+                "calls": self.calls, "recheck_evaluations": self.evals, "forced_failures": self.forced,
+                "real_failures": self.real, "problems": self.problems,
+                "status": self.status()}
+
+    def status(self) -> str:
+        if not self.x86:
+            return "not run on x86"
+        return "FAILED" if self.problems else "ok"
+
+
+@dataclass
+class BootReport:
+    functions: list[Function] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what fails the check, in words
+    notes: list[str] = field(default_factory=list)
+    options: dict[str, list[str]] = field(default_factory=dict)  # read from the code / not enabled
+    every: int = DEFAULT_EVERY
+    nothing_to_boot: str = ""  # why nothing was booted (not a failure)
+
+    def failed(self) -> bool:
+        return bool(self.problems)
+
+    def to_json(self) -> dict:
+        return {"functions": [f.to_json() for f in self.functions], "runs": [r.to_json() for r in self.runs],
+                "problems": self.problems, "notes": self.notes, "options": self.options, "every": self.every,
+                "nothing_to_boot": self.nothing_to_boot, "failed": self.failed()}
+
+    def render_lines(self) -> list[str]:
+        out = ["boot (qemu-system-x86_64, the series' kernel with failure injection against the base's):"]
+        if self.nothing_to_boot:
+            out.append(f"  nothing to boot: {self.nothing_to_boot}")
+        for r in self.runs:
+            secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
+            state = "booted" if r.booted else "DID NOT BOOT"
+            if r.booted and not r.finished:
+                state = "booted, workload DID NOT FINISH"
+            out.append(f"  {r.label}: {state} ({r.accel or '-'}{'; ' + r.accel_note if r.accel_note else ''}; "
+                       f"{secs}) console {r.console}")
+            for name, (status, detail) in r.phases.items():
+                if status != "ok":
+                    out.append(f"       workload {name}: {status} {detail}")
+            for s in r.splats:
+                mark = "NEW " if s.new and r.label == "series" else ""
+                out.append(f"       {mark}splat: {s.title}" + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
+            if not r.finished:
+                out.append("       last console lines:")
+                out.extend(f"         {line}" for line in r.tail)
+        if self.functions:
+            out.append(f"  per function (every {self.every}th recheck forced to fail):")
+            out.append(f"    {'function':<34} {'policy':<9} {'calls':>8} {'rechecks':>9} {'forced':>7} {'real':>5}  status")
+            for f in self.functions:
+                if not f.x86:
+                    out.append(f"    {f.name + '()':<34} {f.policy:<9} {'-':>8} {'-':>9} {'-':>7} {'-':>5}  "
+                               f"not run on x86 ({f.file})")
+                    continue
+                rc = f"{f.evals}" if f.policy == "pmd_same" else "-"
+                fo = f"{f.forced}" if f.policy == "pmd_same" else "-"
+                re_ = f"{f.real}" if f.policy == "pmd_same" else "-"
+                out.append(f"    {f.name + '()':<34} {f.policy:<9} {f.calls:>8} {rc:>9} {fo:>7} {re_:>5}  "
+                           f"{f.status()}")
+                for p in f.problems:
+                    out.append(f"        {p}")
+        for n in self.notes:
+            out.append(f"  note: {n}")
+        for p in self.problems:
+            out.append(f"  FAIL: {p}")
+        return out
+
+
+# --------------------------------------------------------------------------
+# tools
+# --------------------------------------------------------------------------
+
+def require_tools() -> dict[str, str]:
+    """The programs --boot needs, or a ToolError naming the Debian package."""
+    found = {}
+    for prog, package in PACKAGES.items():
+        path = shutil.which(prog)
+        if not path:
+            raise ToolError(f"check --boot needs {prog}; install it (Debian: apt-get install {package}, "
+                            f"or 'make deps WITH_BOOT_DEPS=1')")
+        found[prog] = path
+    if _is_dynamic(found["busybox"]):
+        raise ToolError(f"check --boot needs a static busybox, and {found['busybox']} is dynamically linked; "
+                        f"install it (Debian: apt-get install busybox-static)")
+    return found
+
+
+def _is_dynamic(path: str) -> bool:
+    """An ELF file with a program interpreter (PT_INTERP) is linked dynamically."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF" or head[4] != 2:
+                return False
+            phoff = int.from_bytes(head[32:40], "little")
+            phentsize = int.from_bytes(head[54:56], "little")
+            phnum = int.from_bytes(head[56:58], "little")
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    return any(int.from_bytes(table[i:i + 4], "little") == 3 for i in range(0, len(table), phentsize))
+
+
+def kvm_usable() -> tuple[bool, str]:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError as exc:
+        return False, f"/dev/kvm: {exc.strerror}"
+    os.close(fd)
+    return True, ""
+
+
+# --------------------------------------------------------------------------
+# the workload and the initramfs
+# --------------------------------------------------------------------------
+
+def build_workload(cache: Path, gcc: str) -> Path:
+    """templates/boot/workload.c, static, kept by the hash of its source."""
+    source = (TEMPLATE_DIR / "workload.c").read_bytes()
+    digest = hashlib.sha256(source + gcc.encode()).hexdigest()[:12]
+    exe = cache / "boot" / f"workload-{digest}"
+    if exe.exists():
+        return exe
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exe.with_suffix(f".tmp{os.getpid()}")
+    proc = subprocess.run([gcc, "-O2", "-Wall", "-static", "-pthread", "-o", str(tmp), str(TEMPLATE_DIR / "workload.c")],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = kbuild._last_line(proc.stderr)
+        if "cannot find -lc" in proc.stderr or "crt1.o" in proc.stderr:
+            raise ToolError(f"check --boot: gcc cannot link a static program ({last}); install the C library "
+                            f"(Debian: apt-get install libc6-dev)")
+        raise RewriterError(f"check --boot: the workload does not compile: {last}")
+    os.replace(tmp, exe)
+    return exe
+
+
+INIT_SCRIPT = "init.sh"
+
+
+def _cpio_entry(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), ino: int = 0) -> bytes:
+    """One entry of a cpio archive in the "newc" format the kernel unpacks."""
+    encoded = name.encode() + b"\0"
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0]
+    head = b"070701" + b"".join(f"{v:08x}".encode() for v in fields) + encoded
+    head += b"\0" * (-len(head) % 4)
+    return head + data + b"\0" * (-len(data) % 4)
+
+
+def make_initramfs(dest: Path, busybox: str, workload: Path, init: str) -> None:
+    entries = []
+    ino = 1
+    for d in ("bin", "dev", "proc", "sys", "tmp", "mnt", "sbin", "usr", "usr/bin", "usr/sbin"):
+        entries.append(_cpio_entry(d, stat.S_IFDIR | 0o755, ino=ino))
+        ino += 1
+    entries.append(_cpio_entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1), ino=ino))
+    ino += 1
+    for name, data in (("bin/busybox", Path(busybox).read_bytes()), ("bin/workload", workload.read_bytes()),
+                       ("init", init.encode())):
+        entries.append(_cpio_entry(name, stat.S_IFREG | 0o755, data, ino=ino))
+        ino += 1
+    entries.append(_cpio_entry("TRAILER!!!", 0))
+    dest.write_bytes(b"".join(entries))
+
+
+# --------------------------------------------------------------------------
+# kernel builds
+# --------------------------------------------------------------------------
+
+def _ccache_env(cache: Path) -> tuple[dict[str, str], list[str]]:
+    env = dict(os.environ, LC_ALL="C", LANG="C", LANGUAGE="C")
+    for name in ("ARCH", "CROSS_COMPILE", "O", "KBUILD_OUTPUT", "MAKEFLAGS", "MAKELEVEL", "MFLAGS",
+                 "KCONFIG_CONFIG", "W", "C", "V"):
+        env.pop(name, None)
+    args = []
+    if shutil.which("ccache"):
+        env.setdefault("CCACHE_DIR", str(cache / "ccache"))
+        env.setdefault("CCACHE_MAXSIZE", "5G")
+        args.append("CC=ccache gcc")
+    return env, args
+
+
+def configure(src: Path, out: Path, options: list[str], env: dict, say) -> tuple[list[str], list[str]]:
+    """tinyconfig + options in out; (enabled, not enabled).  Done once per
+    recipe: a stamp keeps it."""
+    recipe = {"base": BASE_CONFIG, "options": sorted(options)}
+    stamp = out / ".rewriter-boot-config.json"
+    if stamp.exists() and (out / ".config").exists():
+        saved = json.loads(stamp.read_text())
+        if saved.get("recipe") == recipe:
+            return saved["enabled"], saved["not_enabled"]
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    say(f"configure {BASE_CONFIG} + {len(options)} options in {out}")
+    base = ["make", "-C", str(src), f"O={out}", "ARCH=x86_64", "--no-print-directory"]
+    for target in ([BASE_CONFIG], None, ["olddefconfig"]):
+        if target is None:
+            args = []
+            for o in options:
+                args += ["--enable", o.removeprefix("CONFIG_")]
+            subprocess.run(["bash", str(src / "scripts/config"), "--file", str(out / ".config"), *args],
+                           check=True, capture_output=True)
+            continue
+        proc = subprocess.run([*base, *target], capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RewriterError(f"check --boot: make {target[0]} failed: {kbuild._last_line(proc.stderr or proc.stdout)}")
+    config = kbuild._read_config(out / ".config")
+    enabled = [o for o in options if config.get("CONFIG_" + o.removeprefix("CONFIG_")) == "y"]
+    not_enabled = [o for o in options if o not in enabled]
+    stamp.write_text(json.dumps({"recipe": recipe, "enabled": enabled, "not_enabled": not_enabled}))
+    return enabled, not_enabled
+
+
+def build_kernel(src: Path, out: Path, env: dict, make_args: list[str], jobs: int, say, label: str) -> Path:
+    """make bzImage; progress every 30 s; the image."""
+    cmd = ["make", "-C", str(src), f"O={out}", "ARCH=x86_64", f"-j{jobs}", "--no-print-directory",
+           *make_args, "bzImage"]
+    log = out / ".rewriter-boot-build.log"
+    t0 = time.monotonic()
+    compiled = 0
+    last = t0
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                errors="replace")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            f.write(line)
+            if line.startswith("  CC "):
+                compiled += 1
+            if time.monotonic() - last >= 30:
+                last = time.monotonic()
+                say(f"build {label} kernel: {_elapsed(t0)}, {compiled} files compiled")
+        rc = proc.wait()
+    if rc != 0:
+        text = log.read_text(errors="replace").splitlines()
+        err = next((l for l in text if re.search(r"error:|Error \d", l)), text[-1] if text else "no output")
+        raise RewriterError(f"check --boot: the {label} kernel does not build: {err.strip()} (log: {log})")
+    say(f"build {label} kernel: done in {_elapsed(t0)}, {compiled} files compiled")
+    return out / "arch/x86/boot/bzImage"
+
+
+def _elapsed(t0: float) -> str:
+    s = int(time.monotonic() - t0)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def kernel_options(src_read, series, x86_files: list[str]) -> set[str]:
+    """Options the series' code needs, read from the code as --build does."""
+    opts: set[str] = set()
+    for f in x86_files:
+        mopts, _notes = kbuild.makefile_options(src_read, f)
+        opts |= mopts
+        for p in series.patches:
+            if f in p.files:
+                blob = subprocess.run(["git", "cat-file", "blob", f"{p.commit}:{f}"], cwd=series.clone,
+                                      capture_output=True, check=False).stdout
+                on, _off = kbuild.ifdef_options(blob.decode("utf-8", "replace"),
+                                                kbuild.changed_lines(series.clone, p.commit, f))
+                opts |= on
+    return {o.removeprefix("CONFIG_") for o in opts}
+
+
+# --------------------------------------------------------------------------
+# qemu
+# --------------------------------------------------------------------------
+
+def run_qemu(qemu: str, kernel: Path, initrd: Path, append: str, log: Path, accel: str,
+             timeout: float, quiet_limit: float, say, label: str) -> tuple[int | None, str, dict[str, float]]:
+    """Boot; (exit code or None when it was stopped, qemu's stderr, timings).
+    The serial console goes to log."""
+    cmd = [qemu, "-m", "1536", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot",
+           "-serial", f"file:{log}", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+    cmd += ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    log.write_bytes(b"")
+    t0 = time.monotonic()
+    times: dict[str, float] = {}
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+    size, moved, last_say = 0, t0, t0
+    stage = "boot"
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+            now = time.monotonic()
+            cur = log.stat().st_size
+            if cur != size:
+                size, moved = cur, now
+                text = log.read_text(errors="replace")
+                if "boot" not in times and "rwb: boot ok" in text:
+                    times["boot"] = now - t0
+                    stage = "workload"
+                    say(f"{label}: booted in {_elapsed(t0)}; workload")
+                if "workload" not in times and "rwb: workload exit" in text:
+                    times["workload"] = now - t0 - times.get("boot", 0.0)
+            if now - last_say >= 30:
+                last_say = now
+                say(f"{label}: {stage} {_elapsed(t0)}")
+            if now - t0 > timeout or now - moved > quiet_limit:
+                proc.kill()
+                proc.wait()
+                err.seek(0)
+                return None, err.read().decode(errors="replace"), times
+        err.seek(0)
+        return proc.returncode, err.read().decode(errors="replace"), times
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()
+
+
+# --------------------------------------------------------------------------
+# the console
+# --------------------------------------------------------------------------
+
+def _plain(line: str) -> str:
+    return _STAMP.sub("", line.rstrip("\r"))
+
+
+def _title(line: str) -> str:
+    t = re.sub(r"0x[0-9a-f]+", "0x…", line)
+    t = re.sub(r"\b(CPU|PID|UID|pid)[:#]? ?\d+", r"\1 N", t)
+    t = re.sub(r"/\d+\b", "/N", t)
+    t = re.sub(r"\b\d+\.\d+\b", "N", t)
+    return t.strip()
+
+
+def parse_console(text: str) -> tuple[list[Splat], dict[str, tuple[str, str]], dict[int, dict[str, int]], dict]:
+    lines = [_plain(l) for l in text.splitlines()]
+    splats: list[Splat] = []
+    phases: dict[str, tuple[str, str]] = {}
+    counts: dict[int, dict[str, int]] = {}
+    marks = {"boot": False, "finished": False}
+    current: Splat | None = None
+    for line in lines:
+        if SPLAT_START.match(line):
+            if current is not None and line.startswith("WARNING: CPU") and any(
+                    l.startswith(("BUG:", "WARNING: bad", "WARNING: possible", "WARNING: held")) for l in current.lines[:2]):
+                current.lines.append(line)  # a WARN inside a report already open
+                continue
+            current = Splat(_title(line), [line])
+            splats.append(current)
+            continue
+        if current is not None:
+            if line.startswith(("rwl ", "rwi ", "rwb: ")) or "---[ end trace" in line or len(current.lines) > 80:
+                if "---[ end trace" in line:
+                    current.lines.append(line)
+                current = None
+            else:
+                current.lines.append(line)
+        m = re.match(r"^rwl (\S+) (ok|skip|FAIL|start)\s?(.*)$", line)
+        if m:
+            if m.group(2) != "start" or m.group(1) not in phases:
+                phases[m.group(1)] = ("started" if m.group(2) == "start" else m.group(2), m.group(3))
+            continue
+        m = re.match(r"^rwi (\d+) calls=(\d+) evals=(\d+) real=(\d+) forced=(\d+)", line)
+        if m:
+            counts[int(m.group(1))] = {"calls": int(m.group(2)), "evals": int(m.group(3)),
+                                       "real": int(m.group(4)), "forced": int(m.group(5))}
+            continue
+        if line.startswith("rwb: boot ok"):
+            marks["boot"] = True
+        if line.startswith("rwb: done"):
+            marks["finished"] = True
+    return splats, phases, counts, marks
+
+
+def attribute(splat: Splat, functions: list[Function], defined: dict[str, set[str]]) -> None:
+    """Name the converted functions a splat concerns: those its backtrace
+    names, and those defined in the same file as a function in it (a
+    static function is often inlined into its caller), with why."""
+    frames = []
+    for line in splat.lines:
+        for m in _FRAME.finditer(line):
+            frames.append(m.group(1).split(".")[0])
+        bare = re.match(r"^\s+(?:\? )?([A-Za-z_]\w*)(?:\.\w+)?\+0x", line)
+        if bare:
+            frames.append(bare.group(1))
+    seen = []
+    for f in functions:
+        if not f.x86:
+            continue
+        if f.name in frames:
+            seen.append(f"{f.name}() is in the backtrace")
+        else:
+            near = [fr for fr in dict.fromkeys(frames) if fr in defined.get(f.file, set())]
+            if near:
+                what = f"forced {f.forced} times" if f.forced else "its failure path was not forced"
+                seen.append(f"{f.name}() ({f.file}, {what}): the backtrace is in {', '.join(near[:3])}() of the same file")
+    splat.functions = seen
+
+
+# --------------------------------------------------------------------------
+# the whole check
+# --------------------------------------------------------------------------
+
+def init_script(rounds: int, race_seconds: int) -> str:
+    return (TEMPLATE_DIR / INIT_SCRIPT).read_text().replace("@ROUNDS@", str(rounds)).replace(
+        "@RACE_SECONDS@", str(race_seconds))
+
+
+def boot_series(series, say=None, jobs: int | None = None, cache: Path | None = None, every: int = DEFAULT_EVERY,
+                accel: str = "auto", rounds: int = DEFAULT_ROUNDS, race_seconds: int = DEFAULT_RACE_SECONDS,
+                function: str = "pte_offset_map_nolock") -> BootReport:
+    outer = say or (lambda text: None)
+    t_start = time.monotonic()
+
+    def say(text: str) -> None:
+        outer(f"boot [{_elapsed(t_start)}]: {text}")
+
+    tools = require_tools()
+    cache = cache or kbuild.default_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".boot-lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another rewriter check --boot to finish with {cache}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _boot_series(series, say, jobs or os.cpu_count() or 1, cache, every, accel, rounds, race_seconds,
+                            function, tools)
+
+
+def _blob(repo: Path, commit: str, path: str) -> bytes | None:
+    proc = subprocess.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo, capture_output=True, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, rounds: int, race_seconds: int,
+                 function: str, tools: dict[str, str]) -> BootReport:
+    report = BootReport(every=every)
+    repo = series.clone
+    final = series.commits[-1]
+    pattern = kbuild.watched_pattern(function)
+
+    # The sites: the injection over every .c file the series touches.
+    c_files = [p for p in series.touched() if p.endswith(".c")]
+    texts = {p: b for p in c_files if (b := _blob(repo, final, p)) is not None}
+    names = set()
+    for b in texts.values():
+        names |= kbuild.code_mentions(b.decode("utf-8", "replace"), pattern)
+    names.discard(function)
+    proto = (_blob(repo, final, "include/linux/pgtable.h") or b"").decode("utf-8", "replace")
+    readonly, maywrite = inject.variant_names(proto, names | kbuild.code_mentions(proto, pattern) - {function})
+    say("inject: the failure hooks into the series' final tree")
+    injection = inject.inject(texts, readonly, maywrite)
+    for path, err in injection.errors.items():
+        report.problems.append(f"{path}: the failure hooks could not be put in: {err}")
+    for (path, name), kinds in injection.functions().items():
+        policy = "pmd_same" if "recheck" in kinds else ("dummy" if "rw" in kinds else "ro")
+        report.functions.append(Function(path, name, policy, kbuild.arch_of(path) == "x86"))
+    x86_files = sorted({f.file for f in report.functions if f.x86})
+    if not x86_files:
+        report.nothing_to_boot = ("the series changes no call that x86_64 builds"
+                                  + (f" (only {', '.join(sorted({f.file for f in report.functions}))})"
+                                     if report.functions else ""))
+        return report
+
+    # Sources, configuration, builds.
+    base_src = kbuild.Source(repo, series.base, cache, say, prefix="boot-src")
+    final_src = kbuild.Source(repo, final, cache, say, prefix="boot-src")
+    makefile = _blob(repo, final, inject.MAKEFILE) or b""
+    extra = inject.kernel_files(injection.sites, makefile, every, DEFAULT_DELAY_US)
+    inject.write_files(final_src.dir, {**{p: injection.files[p] for p in injection.files if p in x86_files}, **extra})
+
+    code_opts = kernel_options(base_src.read_base, series, x86_files)
+    options = sorted(set(BOOT_OPTIONS) | code_opts)
+    report.options["from_code"] = sorted(code_opts)
+    env, make_args = _ccache_env(cache)
+    kernels = {}
+    for label, src in (("base", base_src), ("series", final_src)):
+        run = Run(label)
+        report.runs.append(run)
+        digest = hashlib.sha256(json.dumps({"src": src.dir.name, "options": options}).encode()).hexdigest()[:12]
+        out = cache / f"boot-x86_64-{label}-{digest}"
+        enabled, not_enabled = configure(src.dir, out, options, env, say)
+        if not_enabled:
+            report.options[f"not_enabled_{label}"] = not_enabled
+            report.notes.append(f"{label} kernel: could not switch on {', '.join(not_enabled)}")
+        t0 = time.monotonic()
+        say(f"build {label} kernel ({BASE_CONFIG} + {len(enabled)} options, -j{jobs}"
+            f"{', ccache' if make_args else ''})")
+        kernels[label] = build_kernel(src.dir, out, env, make_args, jobs, say, label)
+        run.seconds["build"] = time.monotonic() - t0
+        run.kernel = str(kernels[label])
+    for f in report.functions:
+        if f.x86:
+            out = Path(report.runs[1].kernel).parents[3]
+            f.built = (out / (f.file[:-2] + ".o")).exists()
+
+    # Boot both.
+    workload = build_workload(cache, tools["gcc"])
+    work = cache / "boot" / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    initrd = work / "initramfs.cpio"
+    make_initramfs(initrd, tools["busybox"], workload, init_script(rounds, race_seconds))
+    ok_kvm, why = kvm_usable()
+    chosen = accel if accel != "auto" else ("kvm" if ok_kvm else "tcg")
+    note = "" if chosen == "kvm" or accel == "tcg" else f"TCG: {why}"
+    for run in report.runs:
+        append = f"{KERNEL_ARGS} rewriter_inject.every={every} rewriter_inject.delay_us={DEFAULT_DELAY_US}"
+        log = work / f"console-{run.label}.log"
+        run.console = str(log)
+        while True:
+            timeout = 900 if chosen == "kvm" else 2400
+            say(f"{run.label}: boot ({chosen})")
+            rc, err, times = run_qemu(tools["qemu-system-x86_64"], Path(run.kernel), initrd, append, log, chosen,
+                                      timeout, 300 if chosen == "kvm" else 600, say, run.label)
+            text = log.read_text(errors="replace")
+            kvm_failed = chosen == "kvm" and ("rwb: boot ok" not in text) and (
+                "KVM" in err or "kvm" in err or "KVM internal error" in text or (rc not in (0, None) and not text))
+            if kvm_failed and accel == "auto":
+                note = f"TCG: KVM failed ({kbuild._last_line(err) if err.strip() else 'no console output'})"
+                say(f"{run.label}: KVM failed; again with TCG")
+                chosen = "tcg"
+                continue
+            break
+        run.accel, run.accel_note = chosen, note
+        run.seconds.update(times)
+        splats, phases, counts, marks = parse_console(text)
+        run.splats, run.phases, run.counts = splats, phases, counts
+        run.booted, run.finished = marks["boot"], marks["finished"]
+        run.tail = [_plain(l) for l in text.splitlines()[-25:]]
+        if rc is None:
+            run.tail.append(f"(qemu stopped by rewriter after {timeout}s or a silent console)")
+        elif err.strip() and not run.booted:
+            run.tail.append(f"qemu: {kbuild._last_line(err)}")
+
+    _judge(report, injection, final_src.dir)
+    return report
+
+
+def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> None:
+    base, series = report.runs
+    for run in report.runs:
+        if not run.booted:
+            report.problems.append(f"the {run.label} kernel did not boot (last console lines shown above)")
+        elif not run.finished:
+            report.problems.append(f"the {run.label} kernel booted but the workload did not finish "
+                                   f"(last console lines shown above)")
+    # counts per function
+    by_site = {s.id: s for s in injection.sites}
+    for f in report.functions:
+        for sid, c in series.counts.items():
+            s = by_site.get(sid)
+            if s is None or (s.file, s.function) != (f.file, f.name):
+                continue
+            if s.kind == "recheck":
+                f.evals += c["evals"]
+                f.forced += c["forced"]
+                f.real += c["real"]
+            else:
+                f.calls += c["calls"]
+    defined = {}
+    for path in {f.file for f in report.functions if f.x86}:
+        try:
+            defined[path] = inject.defined_functions((final_dir / path).read_text(errors="replace"))
+        except OSError:
+            defined[path] = set()
+    base_titles = {s.title for s in base.splats}
+    for s in series.splats:
+        s.new = s.title not in base_titles
+        attribute(s, report.functions, defined)
+    for s in base.splats:
+        s.new = False
+    if series.booted:
+        for f in report.functions:
+            if not f.x86:
+                continue
+            if f.built is False:
+                f.problems.append(f"{f.file[:-2]}.o is not in the test kernel: the boot configuration does not build it")
+            if series.counts and f.calls == 0 and f.evals == 0:
+                f.problems.append("never ran: no workload phase reached it")
+            if f.policy == "pmd_same" and series.counts and f.forced == 0:
+                f.problems.append("its pmd_same() failure path was never forced (the recheck "
+                                  + (f"ran {f.evals} times, fewer than every {report.every}" if f.evals else "never ran")
+                                  + ")")
+        if not series.counts and series.finished:
+            report.problems.append("the series kernel printed no hook counts (/sys/kernel/debug/rewriter_inject)")
+    for s in series.splats:
+        if s.new:
+            who = f" ({'; '.join(s.functions)})" if s.functions else ""
+            report.problems.append(f"new splat in the series' run: {s.title}{who}")
+            for fn in report.functions:
+                if any(x.startswith(fn.name + "()") for x in s.functions):
+                    fn.problems.append(f"splat: {s.title}")
+    base_fail = {k for k, v in base.phases.items() if v[0] == "FAIL"}
+    for name, (status, detail) in series.phases.items():
+        if status == "FAIL" and name not in base_fail:
+            report.problems.append(f"workload {name}: data check failed in the series' run only: {detail}")
+        if status == "started" and series.booted:
+            report.problems.append(f"workload {name}: did not finish in the series' run")
+    for f in report.functions:
+        if f.problems:
+            report.problems.append(f"{f.name}(): " + "; ".join(f.problems))
