@@ -107,7 +107,10 @@ def _runner(args: argparse.Namespace) -> Runner:
     return runner
 
 
-def _scan_and_plan(args: argparse.Namespace):
+def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True):
+    """The scan and the plan to follow.  A call marked for review that the
+    plan does not settle stops a series (refuse_review); a diff leaves it
+    as it is and says so in a note."""
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
     names = Names.parse(args.names)
@@ -120,13 +123,17 @@ def _scan_and_plan(args: argparse.Namespace):
         _notes.append(f"{args.plan} was made at {chosen.made_at[:12]}; the tree is at {result.rev[:12]}, where "
                       f"its {len(chosen.entries)} calls are the same, so it was followed as it is")
     open_review = plan_mod.unsettled(chosen, result)
-    if open_review:
+    if open_review and not refuse_review:
+        _notes.append(f"{len(open_review)} call(s) need review and are left as they are: "
+                      + ", ".join(f"{s.file}:{s.line} {s.function}()" for s in open_review)
+                      + "; settle them in a plan (decision and reason) to convert them")
+    elif open_review:
         s = open_review[0]
         more = f" ({len(open_review) - 1} more call(s) need review too)" if len(open_review) > 1 else ""
         raise InputError(f"{s.file}:{s.line}: {s.key} needs review: {s.verdict.question or s.verdict.reasons[0]}; "
                          f"settle it in a plan ('rewriter plan -o plan.toml', set decision and reason, "
                          f"then --plan plan.toml){more}")
-    keep = plan_mod.kept(chosen)
+    keep = plan_mod.kept(chosen) | {s.key for s in open_review}
     if keep:
         result = dataclasses.replace(result, sites=tuple(s for s in result.sites if s.key not in keep),
                                      kept=tuple(s for s in result.sites if s.key in keep))
@@ -163,7 +170,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     if args.emit_cocci:
         _check_rules_dir(args.emit_cocci)
-    tree, runner, names, result, chosen = _scan_and_plan(args)
+    tree, runner, names, result, chosen = _scan_and_plan(args, refuse_review=False)
     only = None
     if args.site:
         file, _, function = args.site.rpartition(":")

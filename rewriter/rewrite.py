@@ -72,6 +72,8 @@ class FileEdits:
     decls: tuple[dict, ...]
     first_stmt_decls: tuple[dict, ...]
     calls: tuple[dict, ...]
+    removals: tuple[dict, ...] = ()  # assignments moved after a recheck: removed where they were
+    lock_args: tuple[dict, ...] = ()  # a lock call's argument replaced by the moved assignment's value
 
 
 def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
@@ -288,25 +290,25 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
 
 def _render(old: str, names: Names, e: FileEdits) -> str:
     return cocci.render("convert.cocci.j2", old=old, readonly=names.readonly, maywrite=names.maywrite,
-                        inserts=e.inserts, decls=e.decls, first_stmt_decls=e.first_stmt_decls, calls=e.calls)
+                        inserts=e.inserts, decls=e.decls, first_stmt_decls=e.first_stmt_decls, calls=e.calls,
+                        removals=e.removals, lock_args=e.lock_args)
 
 
 def _rounds(edits: FileEdits) -> list[FileEdits]:
     """Split the edits of a file into runs of spatch: bottom-up, at most one
     edit per function in each run."""
-    tagged = ([("inserts", e) for e in edits.inserts] + [("decls", e) for e in edits.decls]
-              + [("first_stmt_decls", e) for e in edits.first_stmt_decls] + [("calls", e) for e in edits.calls])
+    kinds = ("inserts", "decls", "first_stmt_decls", "calls", "removals", "lock_args")
+    tagged = [(kind, e) for kind in kinds for e in getattr(edits, kind)]
     tagged.sort(key=lambda ke: tuple(ke[1]["pos"]), reverse=True)
     rounds: list[dict[str, list]] = []
     functions: set[str] = set()
     for kind, e in tagged:
         if not rounds or e["function"] in functions:
-            rounds.append({"inserts": [], "decls": [], "first_stmt_decls": [], "calls": []})
+            rounds.append({k: [] for k in kinds})
             functions = set()
         rounds[-1][kind].append(e)
         functions.add(e["function"])
-    return [FileEdits(tuple(r["inserts"]), tuple(r["decls"]), tuple(r["first_stmt_decls"]), tuple(r["calls"]))
-            for r in rounds]
+    return [FileEdits(*(tuple(r[k]) for k in kinds)) for r in rounds]
 
 
 # ------------------------------------------------------------------ shape
@@ -353,6 +355,8 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
     decls: list[dict] = []
     first_stmt_decls: list[dict] = []
     calls: list[dict] = []
+    removals: list[dict] = []
+    lock_args: list[dict] = []
     locals_done: dict[tuple[str, str], str] = {}  # (function, kind) -> name
     taken: dict[str, set[str]] = {}
     for site in sorted(sites, key=lambda s: (s.line, s.column)):
@@ -386,6 +390,9 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
         _declare(site, shape, lines, name, decls, first_stmt_decls)
         call["pmdval"] = name
         inserts.extend(_rechecks(path, source, lines, site, entry, shape, name))
+        for pos, lhs, rhs, taker in _moved(site, entry):
+            removals.append({"pos": pos, "function": site.function, "code": f"{lhs} = {rhs};"})
+            lock_args.append({"pos": taker, "function": site.function, "old": lhs, "new": rhs})
     # One recheck per statement, even when two lock calls share it.
     seen: set[Pos] = set()
     unique = []
@@ -394,7 +401,18 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
             continue
         seen.add(ins["pos"])
         unique.append(ins)
-    return FileEdits(tuple(unique), tuple(decls), tuple(first_stmt_decls), tuple(calls))
+    return FileEdits(tuple(unique), tuple(decls), tuple(first_stmt_decls), tuple(calls), tuple(removals),
+                     tuple(lock_args))
+
+
+def _moved(site: Site, entry: Entry) -> list[tuple]:
+    """The caller-visible assignments of a lock pointer that go after the
+    recheck (pvmw->ptl = *ptlp; spin_lock(pvmw->ptl)): the lock is taken
+    through the value, and the caller sees the member set only once the
+    recheck passed.  None when the plan writes the failure body itself."""
+    if entry.on_recheck_fail is not None:
+        return []
+    return [x for x in site.verdict.exposed if x[3] is not None]
 
 
 def _form(site: Site) -> str:
@@ -529,6 +547,14 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
         raise RewriteError(f"{where}: the mapped table is not kept in a variable, so it cannot be released "
                            f"after a failed recheck; convert {entry.key} by hand or mark it ro/dummy in the plan")
     pmd = render(ctx.pmd)
+    moved = _moved(site, entry)
+    if entry.on_recheck_fail is None:
+        for pos, lhs, rhs, taker in v.exposed:
+            if taker is None:
+                raise RewriteError(f"{where}: '{lhs} = {rhs};' is set between the call and the lock, where the "
+                                   f"caller sees it, and a failed recheck would leave it set; move it after the "
+                                   f"lock, or write the whole failure body as on_recheck_fail for {entry.key} "
+                                   f"in the plan")
     out = []
     for n, lock in enumerate(v.lock_points):
         stmt = _insertion_point(shape, lock, lines)
@@ -545,10 +571,32 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
         else:
             action = _failure_action(lines, site, shape, target, where, entry)
             release = _release(source, lines, site, shape, lock, action, target)
+            for _pos, lhs, rhs, taker in moved:  # the lock is now taken through the value
+                release = [_replace_expr(r, lhs, rhs) for r in release]
         code = text.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
+        for _pos, lhs, rhs, taker in moved:
+            if taker == lock or (n == 0 and len(v.lock_points) == 1):
+                code = code.rstrip("\n") + f"\n{lhs} = {rhs};"
         out.append({"pos": stmt.start, "code": code.rstrip("\n"), "function": site.function,
                     "why": f"{site.key}: recheck the pmd after the lock at line {lock[0]}"})
     return out
+
+
+def _replace_expr(stmt: str, old: str, new: str) -> str:
+    """stmt with the expression old (compared token by token) replaced by new."""
+    toks = [t for t in tokens(stmt)]
+    want = [t.text for t in tokens(old)]
+    out = []
+    i = 0
+    texts = [t.text for t in toks]
+    while i < len(toks):
+        if texts[i:i + len(want)] == want and (i == 0 or texts[i - 1] in ("(", ",", "=")):
+            out.append(new)
+            i += len(want)
+        else:
+            out.append(texts[i])
+            i += 1
+    return render(tuple(out))
 
 
 def _failure_action(lines: list[str], site: Site, shape: Shape, target: str, where: str, entry: Entry) -> list[str]:

@@ -54,6 +54,10 @@ class Verdict:
     # Lock sites (among lock_points) where the lock is taken again after
     # the table was unmapped: their failure body cannot be derived.
     relocks: tuple[Pos, ...] = ()
+    # Assignments the caller sees, made between the call and a lock site
+    # (position, lhs, rhs, the lock call whose argument is lhs or None):
+    # a failed recheck must not leave them behind.
+    exposed: tuple[tuple[Pos, str, str, Pos | None], ...] = ()
 
 
 # ---------------------------------------------------------------- helpers
@@ -331,6 +335,34 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
     return events
 
 
+def _caller_visible(lhs: tuple[str, ...], params: set[str]) -> bool:
+    """lhs is *param or param->member...: the caller sees it after the call."""
+    return (len(lhs) == 2 and lhs[0] == "*" and lhs[1] in params) or (
+        len(lhs) >= 3 and lhs[0] in params and lhs[1] == "->")
+
+
+def exposed_assignments(facts: FileFacts, ctx: SiteContext, lock_points: tuple[Pos, ...]) -> tuple:
+    """The caller-visible assignments between the call and its first lock
+    site, other than the table itself, with the lock call that takes the
+    assigned value as its lock (pvmw->ptl = *ptlp; spin_lock(pvmw->ptl))."""
+    if not lock_points:
+        return ()
+    params = {p for p, _t in facts.params.get(ctx.site.function, {}).values()}
+    first = min(lock_points)
+    lock_calls = {c.pos: c for c in facts.calls_in(ctx.site.function) if c.pos in lock_points}
+    out = []
+    for a in facts.assigns_in(ctx.site.function):
+        if not (ctx.site.pos < a.pos < first) or a.lhs in ctx.pointers or not _caller_visible(a.lhs, params):
+            continue
+        if a.pos[0] == ctx.site.pos[0]:
+            continue  # the assignment of the call's own result
+        taker = next((c.pos for c in lock_calls.values()
+                      if c.name in api.LOCKERS and len(c.args) > api.LOCKERS[c.name]
+                      and c.args[api.LOCKERS[c.name]] == a.lhs), None)
+        out.append((a.pos, render(a.lhs), render(a.rhs), taker))
+    return tuple(out)
+
+
 def stored_for_caller(facts: FileFacts, ctx: SiteContext) -> str | None:
     """The table is kept where the caller sees it: *param or param->member."""
     params = {p for p, _t in facts.params.get(ctx.site.function, {}).values()}
@@ -587,8 +619,17 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                                 f"tool does not do; convert it and its callers by hand, or set "
                                 f"decision = \"keep\" to leave the call as it is")
                     reasons.append(f"can return the table mapped and unlocked to a caller that may lock it")
+        exposed = exposed_assignments(facts, ctx, lock_points) if recheck == "pmd_same" else ()
+        stuck = [x for x in exposed if x[3] is None]
+        if stuck and not question:
+            review = True
+            pos, lhs, rhs, _t = stuck[0]
+            question = (f"{site.function}() sets {lhs} at line {pos[0]}, between the call and the lock, where "
+                        f"its caller sees it; a failed recheck cannot undo that: write the whole failure body "
+                        f"as on_recheck_fail and set decision = \"convert\", or decision = \"keep\"")
         return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points,
-                       basis="review" if review else basis, question=question, relocks=relocks)
+                       basis="review" if review else basis, question=question, relocks=relocks,
+                       exposed=exposed)
     reads = [e for e in after if e.kind in ("read", "unseen")]
     for e in reads:
         if e.kind == "read":
