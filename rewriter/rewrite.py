@@ -74,6 +74,8 @@ class FileEdits:
     calls: tuple[dict, ...]
     removals: tuple[dict, ...] = ()  # assignments moved after a recheck: removed where they were
     lock_args: tuple[dict, ...] = ()  # a lock call's argument replaced by the moved assignment's value
+    params: tuple[dict, ...] = ()  # a pmd_t *pmdvalp parameter added to a function that hands out the table
+    call_edits: tuple[dict, ...] = ()  # a call of such a function, passing &pmdval
 
 
 def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
@@ -104,7 +106,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
         # with every other body blanked in place (a whole kernel file costs
         # it seconds a round), and its edits are put into the original.
         text_ = original.decode("utf-8", errors="surrogateescape")
-        keep = {s.function for s in by_file[path]}
+        keep = edited_functions(by_file[path])
         narrowed = keep_functions(text_, keep).encode("utf-8", errors="surrogateescape")
         data = splice(original, narrowed, rounds(path, narrowed), function_spans(text_, keep))
         if data is None:  # an edit outside those functions: do it on the whole file
@@ -291,13 +293,13 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
 def _render(old: str, names: Names, e: FileEdits) -> str:
     return cocci.render("convert.cocci.j2", old=old, readonly=names.readonly, maywrite=names.maywrite,
                         inserts=e.inserts, decls=e.decls, first_stmt_decls=e.first_stmt_decls, calls=e.calls,
-                        removals=e.removals, lock_args=e.lock_args)
+                        removals=e.removals, lock_args=e.lock_args, params=e.params, call_edits=e.call_edits)
 
 
 def _rounds(edits: FileEdits) -> list[FileEdits]:
     """Split the edits of a file into runs of spatch: bottom-up, at most one
     edit per function in each run."""
-    kinds = ("inserts", "decls", "first_stmt_decls", "calls", "removals", "lock_args")
+    kinds = ("inserts", "decls", "first_stmt_decls", "calls", "removals", "lock_args", "params", "call_edits")
     tagged = [(kind, e) for kind in kinds for e in getattr(edits, kind)]
     tagged.sort(key=lambda ke: tuple(ke[1]["pos"]), reverse=True)
     rounds: list[dict[str, list]] = []
@@ -314,11 +316,21 @@ def _rounds(edits: FileEdits) -> list[FileEdits]:
 # ------------------------------------------------------------------ shape
 
 
+def edited_functions(sites: list[Site]) -> set[str]:
+    """The functions a conversion of sites edits: theirs, and the callers
+    the pmd value is carried to."""
+    out = {s.function for s in sites}
+    for s in sites:
+        if s.verdict.carry is not None:
+            out |= {c.function for c in s.verdict.carry.sites}
+    return out
+
+
 def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[Site]],
             function: str) -> dict[str, dict[str, Shape]]:
     work = {}
     for path, sites in by_file.items():
-        functions = {s.function for s in sites}
+        functions = edited_functions(sites)
         text_ = sources[path].decode("utf-8", errors="surrogateescape")
         narrowed = keep_functions(text_, functions).encode("utf-8", errors="surrogateescape")
         positions = "{" + ", ".join(f"({s.line}, {s.column})" for s in sites) + "}"
@@ -357,6 +369,8 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
     calls: list[dict] = []
     removals: list[dict] = []
     lock_args: list[dict] = []
+    params: list[dict] = []
+    call_edits: list[dict] = []
     locals_done: dict[tuple[str, str], str] = {}  # (function, kind) -> name
     taken: dict[str, set[str]] = {}
     for site in sorted(sites, key=lambda s: (s.line, s.column)):
@@ -386,10 +400,23 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
                 call["indent"] = line[:len(line) - len(line.lstrip())]
             continue
         # rw + pmd_same
-        name = _fresh(_pmdval_name(site), used)
-        _declare(site, shape, lines, name, decls, first_stmt_decls)
-        call["pmdval"] = name
-        inserts.extend(_rechecks(path, source, lines, site, entry, shape, name))
+        carried = site.verdict.carry if entry.on_recheck_fail is None else None
+        if carried is not None:
+            # The value comes in through a new parameter and goes on to
+            # the callers that lock the table this function hands out.
+            name = _fresh("pmdvalp", used)
+            call["pmdval_arg"] = name
+            inserts.extend(_rechecks(path, source, lines, site, entry, shape, "*" + name))
+            params.append({"pos": _definition_pos(source, site.function), "function": site.function,
+                           "index": carried.param_index, "code": f"pmd_t *{name}"})
+            for cl in carried.sites:
+                _carry_to(cl, carried, shapes[cl.function], source, lines, taken, decls, first_stmt_decls,
+                          inserts, removals, lock_args, call_edits)
+        else:
+            name = _fresh(_pmdval_name(site), used)
+            _declare(site, shape, lines, name, decls, first_stmt_decls)
+            call["pmdval"] = name
+            inserts.extend(_rechecks(path, source, lines, site, entry, shape, name))
         for pos, lhs, rhs, taker in _moved(site, entry):
             removals.append({"pos": pos, "function": site.function, "code": f"{lhs} = {rhs};"})
             lock_args.append({"pos": taker, "function": site.function, "old": lhs, "new": rhs})
@@ -401,8 +428,51 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
             continue
         seen.add(ins["pos"])
         unique.append(ins)
+    for c in calls:
+        c.setdefault("pmdval_arg", f"&{c['pmdval']}" if c["pmdval"] else None)
     return FileEdits(tuple(unique), tuple(decls), tuple(first_stmt_decls), tuple(calls), tuple(removals),
-                     tuple(lock_args))
+                     tuple(lock_args), tuple(params), tuple(call_edits))
+
+
+def _definition_pos(source: str, function: str) -> Pos:
+    """Where the function's definition starts, for ordering its edits."""
+    first, _last = function_spans(source, {function})[0]
+    return (max(1, first - 1), 0)
+
+
+def _carry_to(cl, carried, shape: Shape, source: str, lines: list[str], taken: dict, decls: list[dict],
+              first_stmt_decls: list[dict], inserts: list[dict], removals: list[dict], lock_args: list[dict],
+              call_edits: list[dict]) -> None:
+    """The caller's side of a carried pmd value: a pmd_t local, passed to
+    the call, and a recheck after the caller takes the handed-out lock."""
+    used = taken.setdefault(cl.function, _identifiers(source, shape))
+    key = ("carry", cl.function)
+    name = taken.setdefault(key, _fresh("pmdval", used))  # one local per caller
+    if not any(d.get("code") == f"pmd_t {name};" and d["function"] == cl.function for d in decls + first_stmt_decls):
+        top = sorted(_top_level(shape.declarations), key=lambda d: d.start)
+        if top:
+            decls.append({"pos": top[-1].start, "code": f"pmd_t {name};", "function": cl.function})
+        else:
+            outer = _top_level(shape.statements)
+            first_stmt_decls.append({"pos": min(outer, key=lambda s: s.start).start, "code": f"pmd_t {name};",
+                                     "function": cl.function})
+    if not any(e["pos"] == cl.call for e in call_edits):
+        meta = [f"A{i + 1}" for i in range(len(cl.call_args))]
+        meta.insert(carried.param_index, f"&{name}")
+        call_edits.append({"pos": cl.call, "function": cl.function, "callee": carried.function,
+                           "old": list(cl.call_args), "new_meta": meta})
+    stmt = next((st for st in shape.statements if st.start == cl.lock), None)
+    if stmt is None:
+        raise RewriteError(f"{cl.function}(): cannot place the recheck after the lock at line {cl.lock[0]}")
+    release = [f"pte_unmap_unlock({cl.table}, {cl.local});", f"{cl.table} = NULL;"]
+    code = text.render("c/recheck.c.j2", pmdval=name, pmd=cl.pmd, release=release, action=[cl.action])
+    if cl.moved is not None:
+        pos, lhs, rhs = cl.moved
+        removals.append({"pos": pos, "function": cl.function, "code": f"{lhs} = {rhs};"})
+        lock_args.append({"pos": cl.lock, "function": cl.function, "old": lhs, "new": rhs})
+        code = code.rstrip("\n") + f"\n{lhs} = {rhs};"
+    inserts.append({"pos": cl.lock, "code": code.rstrip("\n"), "function": cl.function,
+                    "why": f"{cl.function}(): recheck the pmd of the table {carried.function}() handed out"})
 
 
 def _moved(site: Site, entry: Entry) -> list[tuple]:

@@ -13,7 +13,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 
-from rewriter import cache, callers, cocci, verdicts
+from rewriter import cache, callers, carry, cocci, verdicts
 from rewriter.errors import InputError
 from rewriter.clex import function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
@@ -128,6 +128,24 @@ def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[
 
 def _load_scan(entry) -> Scan | None:
     return cache.load_pickle(entry, lambda stored: isinstance(stored, Scan))
+
+
+def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -> Verdict:
+    """A call whose table can reach its caller mapped and unlocked: carry
+    the pmd value to the callers' lock sites (rewriter.carry), or make the
+    call a review that says why the tool cannot."""
+    site = ctx.site
+    found = carry.plan(text, site.function, facts.params.get(site.function, {}), site.args[3], ctx.pmd,
+                       site.target or ())
+    if isinstance(found, carry.Carry):
+        where = ", ".join(sorted({f"{c.function}()" for c in found.sites}))
+        return dataclasses.replace(v, carry=found, reasons=v.reasons + (
+            f"the pmd value goes to {where} through a new pmdvalp parameter, for a recheck where "
+            f"{'they take' if len(found.sites) > 1 else 'it takes'} the lock",))
+    question = (f"{site.function}() can return at line {v.hands_out} with the table still mapped and its lock "
+                f"not taken, so a caller that takes the lock later needs a recheck with the pmd value carried "
+                f"to it, and {found}; convert it and its callers by hand, or set decision = \"keep\"")
+    return dataclasses.replace(v, review=True, basis="review", question=v.question or question)
 
 
 def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> list[Site]:
@@ -246,6 +264,8 @@ def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str
                 continue
             guards = verdicts.site_guards(facts, ctx, evs, texts[path])
             v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines, guards)
+            if v.hands_out:
+                v = _carry(texts[path], facts, ctx, v)
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,

@@ -58,6 +58,11 @@ class Verdict:
     # (position, lhs, rhs, the lock call whose argument is lhs or None):
     # a failed recheck must not leave them behind.
     exposed: tuple[tuple[Pos, str, str, Pos | None], ...] = ()
+    # The table can be handed to the caller mapped and unlocked (the line
+    # of such a return), and how the pmd value reaches the callers that
+    # lock it (rewriter.carry.Carry), when the tool can carry it.
+    hands_out: int = 0
+    carry: object = None
 
 
 # ---------------------------------------------------------------- helpers
@@ -577,6 +582,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         lock_points = tuple(sorted({l.pos for l in first}))
         unlock_points = tuple(sorted(e.pos for e in after if e.kind == "unlock"))
         question = ""
+        hands_out = 0
         relocks: tuple[Pos, ...] = ()
         if recheck == "pmd_same":
             # Once the table is unmapped, the mapping's RCU protection is
@@ -611,13 +617,9 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                               if not held_by(x) and not _failure_exit(lines, x.pos[0], target)
                               and not any(x.pos[0] - 3 <= r <= x.pos[0] for r in released)]
                 if open_exits:
-                    review = True
-                    x = open_exits[0]
-                    question = (f"{site.function}() can return at line {x.pos[0]} with the table still mapped "
-                                f"in {target} and its lock not taken: a caller that takes that lock later "
-                                f"needs its own pmd_same() recheck with the pmd value carried to it, which the "
-                                f"tool does not do; convert it and its callers by hand, or set "
-                                f"decision = \"keep\" to leave the call as it is")
+                    # scan.py asks rewriter.carry whether the pmd value can
+                    # be carried to the callers that lock it; if not, review.
+                    hands_out = open_exits[0].pos[0]
                     reasons.append(f"can return the table mapped and unlocked to a caller that may lock it")
         exposed = exposed_assignments(facts, ctx, lock_points) if recheck == "pmd_same" else ()
         stuck = [x for x in exposed if x[3] is None]
@@ -629,7 +631,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                         f"as on_recheck_fail and set decision = \"convert\", or decision = \"keep\"")
         return Verdict("rw", recheck, review, tuple(reasons), tuple(_dedupe(evidence)), lock_points, unlock_points,
                        basis="review" if review else basis, question=question, relocks=relocks,
-                       exposed=exposed)
+                       exposed=exposed, hands_out=hands_out)
     reads = [e for e in after if e.kind in ("read", "unseen")]
     for e in reads:
         if e.kind == "read":
