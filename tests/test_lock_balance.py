@@ -125,7 +125,10 @@ def run_driver(drv: Driver, root: Path, rel: str | None, work: Path) -> Outcome:
     under = work / f"{drv.name}.under_test.c"
     under.write_text(source + "\n")
     binary = work / drv.name
-    cc = subprocess.run([GCC, *CFLAGS, f"-I{LB_DIR}", f'-DLB_UNDER_TEST="{under}"', "-o", str(binary),
+    # A function that hands its table out takes the pmd value for its
+    # callers once converted (pmd_t *pmdvalp): the driver passes one then.
+    carries = ["-DLB_PMDVALP"] if re.search(r"pmd_t \*pmdvalp\b", source) else []
+    cc = subprocess.run([GCC, *CFLAGS, *carries, f"-I{LB_DIR}", f'-DLB_UNDER_TEST="{under}"', "-o", str(binary),
                          str(drv.path)], capture_output=True, text=True, check=False)
     if cc.returncode != 0:
         return Outcome(cc.returncode, "does not compile:\n" + cc.stderr, source)
@@ -147,14 +150,7 @@ def assert_balanced(outcome: Outcome) -> None:
 
 # Drivers whose live case fails on today's conversion, and why.  Remove an
 # entry once the conversion is right (strict=False: it may pass before).
-TODAY_WRONG = {
-    "fx_map_pte": "the recheck goes after 'pvmw->ptl = *ptlp; spin_lock(pvmw->ptl);' and its failure "
-                  "body leaves pvmw->ptl naming the released lock (STALE-PTL, RESULT)",
-    "fx_page_vma_mapped_walk": "the stale pvmw->ptl is unlocked again at the walk's end (UNLOCK-NOT-HELD), "
-                               "and the walk's own spin_lock(pvmw->ptl) gets no recheck (WRITE-UNCHECKED)",
-    "fixture_relock_collapse": "only the first lock hold gets a recheck; pmdp_collapse_flush() in the "
-                               "second hold runs unchecked (WRITE-UNCHECKED, NO-RECHECK)",
-}
+TODAY_WRONG: dict[str, str] = {}
 
 
 def _live_param(name: str):

@@ -21,7 +21,12 @@ static void map_once(enum lb_mode mode, bool expect_found)
 		.vma = &lb_vma, .pmd = &lb_pmd[0], .address = 0,
 	};
 	spinlock_t *ptl = NULL;
+#ifdef LB_PMDVALP
+	pmd_t pmdval;
+	bool ret = fx_map_pte(&pvmw, &pmdval, &ptl);
+#else
 	bool ret = fx_map_pte(&pvmw, &ptl);
+#endif
 
 	lb_note("ret=%d pvmw->pte=%s pvmw->ptl=%s", ret, pvmw.pte ? "set" : "NULL",
 		lb_lock_state(pvmw.ptl));
