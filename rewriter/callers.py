@@ -127,7 +127,7 @@ class Walker:
                 stops = [r for r in refs if r.kind != "call"]
                 calls = [r for r in refs if r.kind == "call" and r.function]
                 if stops or not calls:
-                    why = (_why(fn, stops[0]) if stops else f"{fn}() has no caller in the tree")
+                    why = (_why(fn, stops[0]) if stops else f"{fn}() does not hold it and has no caller in the tree")
                     done[item].append(Chain(chain, False, why))
                     stopped.add(item)
                     continue
@@ -234,9 +234,22 @@ class Walker:
             self.spatch_runs += 1
             failing = {(r["file"], tuple(r["at"])) for r in res.records}
             for n, (path, fn, pos) in enumerate(todo):
-                # An error means no answer: count the call as not held.
-                self._held[(path, *pos)] = not res.error and (f"w{n}/{path}", pos) not in failing
+                if res.error:  # asked again on its own, so that one bad file costs only its answer
+                    self._held[(path, *pos)] = self._ask_one(path, fn, pos)
+                else:
+                    self._held[(path, *pos)] = (f"w{n}/{path}", pos) not in failing
         return {c: self._held[(c[0], *c[2])] for c in calls}
+
+    def _ask_one(self, path: str, fn: str, pos: tuple[int, int]) -> bool:
+        """The question for one call, of its file alone; no answer (an
+        error) counts as not held, which only costs a recheck."""
+        rule = cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table({path: {pos}}),
+                            takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
+                            callees=[self._callee_at(path, pos)])
+        data = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
+        res = self.runner.quiet().run(rule, {path: data}, MARKER)[0]
+        self.spatch_runs += 1
+        return not res.error and not res.records
 
     def _callee_at(self, path: str, pos: tuple[int, int]) -> str:
         text = self.text(path)
@@ -254,9 +267,10 @@ _VALUE_BEFORE = ("=", ",", "{", "(", "&", "?", ":")
 def _why(fn: str, ref: _Ref) -> str:
     if ref.kind.startswith("macro:"):
         return f"{fn} is named in {ref.kind[6:]}() in {ref.file}, which the walk does not expand"
-    return {"value": f"{fn}() is used as a value in {ref.file} (a function pointer or ops table)",
-            "macro": f"{fn}() is named in a macro in {ref.file}",
-            "export": f"{fn}() is exported, so callers outside the tree may reach it"}[ref.kind]
+    return {"value": f"{fn}() does not hold it and is used as a value in {ref.file} (a function pointer "
+                     f"or ops table), whose callers the walk cannot follow",
+            "macro": f"{fn}() does not hold it and is named in a macro in {ref.file}",
+            "export": f"{fn}() does not hold it and is exported, so callers outside the tree may reach it"}[ref.kind]
 
 
 def _table(targets: dict[str, set]) -> str:

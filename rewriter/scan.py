@@ -139,7 +139,11 @@ def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -
                        site.target or ())
     if isinstance(found, carry.Carry):
         where = ", ".join(sorted({f"{c.function}()" for c in found.sites}))
-        return dataclasses.replace(v, carry=found, reasons=v.reasons + (
+        lines = text.splitlines()
+        evidence = v.evidence + tuple(
+            verdicts.Evidence(c.lock[0], f"{c.function}() takes the lock {site.function}() hands out: "
+                                         f"{lines[c.lock[0] - 1].strip()}") for c in found.sites)
+        return dataclasses.replace(v, carry=found, evidence=evidence, reasons=v.reasons + (
             f"the pmd value goes to {where} through a new pmdvalp parameter, for a recheck where "
             f"{'they take' if len(found.sites) > 1 else 'it takes'} the lock",))
     question = (f"{site.function}() can return at line {v.hands_out} with the table still mapped and its lock "

@@ -402,6 +402,7 @@ class Guard:
     entry: tuple[str, ...]
     not_none: bool
     text: str
+    proof: int = 0  # the line of the test that leaves when the entry is none
 
 
 def _fresh_side(arg: tuple[str, ...], tables: set[tuple[str, ...]]) -> bool:
@@ -445,7 +446,8 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
         names = _entry_aliases(entry, assigns)
         tests = [x for x in exits if x.entry in names and x.line >= site.pos[0] and g.encloses(source, x, pos[0])]
         not_none = any(x.proves == "not_none" for x in tests) and not any(x.proves == "none" for x in tests)
-        found.append(Guard(pos, entry, not_none, text))
+        proof = next((x.line for x in tests if x.proves == "not_none"), 0) if not_none else 0
+        found.append(Guard(pos, entry, not_none, text, proof))
 
     for c in fn_calls:
         if c.name in api.ENTRY_COMPARATORS and len(c.args) == 2 and c.pos > site.pos:
@@ -571,6 +573,9 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
         recheck = "dummy" if (writes_seen and guarded_all and not review) else "pmd_same"
         basis = "pte_same" if recheck == "dummy" else "pmd_same"
         if recheck == "dummy":
+            for gd in guards:
+                evidence.append(Evidence(gd.proof, f"{render(gd.entry)} cannot be none after this test: "
+                                                   f"{_line(lines, gd.proof)}"))
             entries = sorted({render(gd.entry) for gd in guards})
             reasons.append(f"a pte_same() check after taking the lock guards every write, and the entry it "
                            f"compares ({', '.join(entries)}) cannot be none there")

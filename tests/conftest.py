@@ -354,6 +354,13 @@ class SourceTree:
                                 body_start, body_end)
         raise LookupError(f"no definition of {name}() in {rel}")
 
+    def has_function(self, rel: str, name: str) -> bool:
+        try:
+            self.function(rel, name)
+        except LookupError:
+            return False
+        return True
+
     def call_lines(self, rel: str, name: str) -> list[int]:
         """Lines of the API calls inside function *name*, in source order."""
         span = self.function(rel, name)
