@@ -104,7 +104,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("diff", lambda tree, plan: ["diff", "--tree", str(tree), *_with_plan(plan)],
             takes_plan=True, converts=True),
     Command("series", lambda tree, plan: ["series", "--tree", str(tree), "-o", SERIES_OUT, "--author", AUTHOR,
-                                          *_with_plan(plan)],
+                                          *_with_plan(plan if plan is not None else settled_plan_for(tree))],
             takes_plan=True, converts=True, makes=(SERIES_OUT,), writes_repo=True),
     Command("check", lambda tree, plan: ["check", "--tree", str(tree), "--series", str(series_for(tree))],
             rev_option="--base", ok_codes=(0, 1), checkpatch=True, freshens=True, not_applicable=(
@@ -414,6 +414,35 @@ def workable_plan(repo: Path, scratch: Path, rev: str = "HEAD") -> Path:
     plan = scratch / "plan.toml"
     plan.write_text(settle_reviews(set_in_plan(result.stdout, UNPLACEABLE, "recheck", '"dummy"')))
     return plan
+
+
+_plans_made: dict[tuple[str, str], Path] = {}
+
+
+def settled_plan_for(tree: Path) -> Path | None:
+    """The workable plan of tree's HEAD, made once per commit outside every
+    test's scratch directory: 'rewriter series' refuses a tree whose calls
+    marked for review no plan settles, and the fixture tree has some.  None
+    when tree has no commit to plan (the command refuses such a tree)."""
+    tree = Path(tree)
+    head = None
+    if (tree / ".git").exists() or (tree / "objects").is_dir():
+        head = _git(tree, "rev-parse", "-q", "--verify", "HEAD^{commit}").strip()
+    if not head:
+        return None
+    key = (str(tree.absolute()), head)
+    if key not in _plans_made:
+        if not _series_root:
+            _series_root.append(Path(tempfile.mkdtemp(prefix="rewriter-tests-series-")))
+            atexit.register(shutil.rmtree, _series_root[0], True)
+        work = Path(tempfile.mkdtemp(prefix=f"plan-{head[:12]}-", dir=_series_root[0]))
+        result = run(["plan", "--tree", tree, "--rev", head], work)
+        if result.code != 0:
+            return None
+        plan = work / "plan.toml"
+        plan.write_text(settle_reviews(set_in_plan(result.stdout, UNPLACEABLE, "recheck", '"dummy"')))
+        _plans_made[key] = plan
+    return _plans_made[key]
 
 
 # --------------------------------------------------------------------------
