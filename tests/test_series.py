@@ -26,7 +26,7 @@ import pytest
 import unidiff
 
 import harness
-from rewriter import maintainers, mail, prose, series
+from rewriter import changelog, maintainers, mail, prose, series
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 API = "pte_offset_map_nolock"
@@ -870,15 +870,33 @@ def test_real_tree_series(kernel_tree, tmp_path):
     assert len(files) == 14, [f.name for f in files]
     subjects = [headers(f)["subject"] for f in files]
     for k, s in enumerate(subjects):
-        assert s.startswith(f"[RFC PATCH v1 {k:02d}/13] "), s
-    assert subjects[1].endswith("mm: introduce pte_offset_map_{readonly|maywrite}_nolock()")
-    assert subjects[-1].endswith("mm: remove pte_offset_map_nolock()")
-    assert any(s.endswith("arm: mm: adjust_pte() use pte_offset_map_maywrite_nolock()") for s in subjects)
+        assert s.startswith(f"[RFC PATCH {k:02d}/13] "), s
+    assert subjects[1].endswith("mm: pgtable: introduce pte_offset_map_{readonly|maywrite}_nolock()")
+    assert subjects[-1].endswith("mm: pgtable: remove pte_offset_map_nolock()")
+    assert any(s.endswith("ARM: adjust_pte() use pte_offset_map_maywrite_nolock()") for s in subjects)
+    assert any(s.startswith("powerpc/mm: ", s.index("] ") + 2) for s in subjects)
     for f in files:
         assert "***" not in f.read_text()
+    # Every patch reaches the mm list and the mm maintainer, the arm and
+    # powerpc ones too; each also goes to its own maintainers.
+    for f in files:
+        h = headers(f)
+        assert "linux-mm@kvack.org" in h["to"] + h["cc"] and "Andrew Morton" in h["to"], f.name
     arm = headers(next(f for f in files if "adjust_pte" in f.name))
     assert "Russell King" in arm["to"] and "linux-arm-kernel@lists.infradead.org" in arm["cc"]
+    assert headers(files[0])["to"] == "Andrew Morton <akpm@linux-foundation.org>"
     base = git(repo, "rev-parse", "HEAD")
+    # The commit messages: the kernel's style, and its lengths.
+    record = json.loads(git(repo, "cat-file", "blob", "refs/rewriter/versions/v1:record.json"))
+    words = []
+    for p in record["patches"]:
+        message = git(repo, "log", "-1", "--format=%B", p["commit"])
+        assert_kernel_style(message)
+        words.append(changelog.word_count(message.split("\n", 2)[2]))
+        if p["file"] == "mm/memory.c":
+            assert p["subject"].startswith("mm: ") and not p["subject"].startswith("mm: memory:"), p["subject"]
+    assert sorted(words)[len(words) // 2] <= 100 and max(words) <= 220, words
+    print(f"real tree: commit messages of {min(words)} to {max(words)} words, median {sorted(words)[len(words) // 2]}")
     branch_tree = git(repo, "rev-parse", f"{BRANCH}^{{tree}}")
     # git am, in order, onto the base, in a scratch clone that checks out
     # only the files the series touches.
