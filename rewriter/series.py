@@ -361,6 +361,7 @@ class Prepared:
 def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     """Check the options against the repository; refuse with one line."""
     git = Git(tree.repo.git_dir)
+    testing = read_testing(opts.testing) if opts.testing is not None else None
     if opts.version < 1:
         raise InputError(f"-v {opts.version}: versions count from 1")
     branch = opts.branch or default_branch(names, opts.version)
@@ -400,7 +401,6 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
         if previous is None:
             raise InputError(f"-v {opts.version}: no version {opts.version - 1} of the series is recorded "
                              f"in {tree.path} ({versions.ref(opts.version - 1)}); write it first")
-    testing = read_testing(opts.testing) if opts.testing is not None else None
     return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc, testing)
 
 

@@ -913,3 +913,49 @@ def test_real_tree_series(kernel_tree, tmp_path):
     git(repo, "apply", "--cached", str(diff_file), env=index)
     assert git(repo, "write-tree", env=index) == branch_tree
     print(f"real tree: series, diff and git am in {time.monotonic() - t0:.0f}s")
+
+
+def test_authors_of_the_definition_are_copied(tmp_path):
+    """git log -L on the definition's lines: the authors of the last three
+    kernel commits that changed them, not of local commits, not of
+    commits elsewhere in the file, not the sender."""
+    repo = tmp_path / "repo"
+    (repo / "mm").mkdir(parents=True)
+    git(tmp_path, "init", "-q", str(repo))
+    source = repo / "mm" / "pgtable-generic.c"
+    body = ["pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmd,", "{", "\treturn NULL;", "}"]
+
+    def commit(lines, who, subject, signed=True, head="/* head */"):
+        source.write_text("\n".join([head, "", *lines, "", "int other;"]) + "\n")
+        git(repo, "add", "-A")
+        env = {"GIT_AUTHOR_NAME": who.split(" <")[0], "GIT_AUTHOR_EMAIL": who.split("<")[1].rstrip(">")}
+        git(repo, "commit", "-q", "--allow-empty", *(["-s"] if signed else []), "-m", subject, env=env)
+
+    commit(body, "Old Author <old@example.org>", "mm: add it")
+    for k, who in enumerate(["Ann A <ann@example.org>", "Bob B <bob@example.org>", "Series Tester <series-tester@example.org>",
+                             "Cid C <cid@example.org>"]):
+        commit(body[:2] + [f"\t/* {k} */", "\treturn NULL;", "}"], who, f"mm: pgtable: change {k}")
+        body = body[:2] + [f"\t/* {k} */", "\treturn NULL;", "}"]
+    commit(body, "Local Me <me@example.org>", "test: mine", signed=False)  # no change to the lines
+    commit(body + ["/* x */"], "Local Me <me@example.org>", "wip", signed=False)
+    commit(body, "Far Away <far@example.org>", "mm: elsewhere", head="/* another head */")
+    scan = SimpleNamespace(mentions=[SimpleNamespace(kind="definition", file="mm/pgtable-generic.c", line=3)])
+    sender = series.parse_ident("Series Tester <series-tester@example.org>")
+    authors = series.api_authors(maintainers.Git(repo / ".git"), "HEAD", scan, sender)
+    assert authors == ["Cid C <cid@example.org>", "Bob B <bob@example.org>"], authors
+
+
+def test_testing_from_a_report_and_a_bad_report(fresh, plan_v1, tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"patches": [{"number": 1, "checkpatch": {"errors": 0, "warnings": 0, "checks": 0}}],
+                                  "boot": {"ok": True}}))
+    out = tmp_path / "out"
+    code, _o, err = run("series", "--tree", fresh, "--plan", plan_v1, "-o", out, "--testing", report)
+    assert code == 0, err
+    cover = " ".join((out / "0000-cover-letter.patch").read_text().split())
+    assert ("Testing: - scripts/checkpatch.pl on all 1 patches: 0 errors, 0 warnings, 0 checks. - Boot: ok. "
+            "How the series was made") in cover
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    _refused(fresh, tmp_path / "out2", "--branch", "other", "--testing", bad,
+             message="not a 'rewriter check --json' report")
