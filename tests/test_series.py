@@ -301,7 +301,8 @@ def test_the_cover_letter_is_complete(runs):
                      r"with pmd_same; the series makes it rw with dummy: the caller takes the lock and checks "
                      r"the entry with pte_same\(\) before it writes\. Is that right\?", flat), flat
     assert 'Not run yet. Before sending, run "rewriter check --build --boot --mail --json > REPORT.json"' in flat
-    assert "rewriter 0.1.0" in flat and "refs/rewriter/versions/v1" in flat
+    assert "rewriter 0.1.0 found every call" in flat and "refs/rewriter/versions/v1:plan.toml" in flat
+    assert re.search(r"^    rewriter series --rev [0-9a-f]{12} --plan plan.toml$", cover, re.M)
     # git's shortlog and diffstat follow the blurb.
     assert f"{IDENTITY[0]} ({len(data['patches'])}):" in cover
     assert re.search(r"^ \d+ files changed, \d+ insertions\(\+\), \d+ deletions\(-\)$", cover, re.M)
