@@ -184,15 +184,22 @@ def call_values(site, entry, default_reason: str) -> dict:
     v = site.verdict
     overridden = (entry.verdict, entry.recheck) != (v.verdict, v.recheck)
     own_reason = overridden or (entry.reason and entry.reason != default_reason)
-    target = None
+    target = pmd = ptl = None
     context = getattr(site, "context", None)
-    if context is not None and getattr(context.site, "target", None):
+    if context is not None:
         from rewriter.clex import render
-        target = render(context.site.target)
+        if getattr(context.site, "target", None):
+            target = render(context.site.target)
+        args = getattr(context.site, "args", ())
+        if len(args) == 4:
+            pmd = render(args[1])
+            ptl = render(args[3][1:]) if args[3][:1] == ("&",) else f"*{render(args[3])}"
     basis = basis_of(v.verdict, v.recheck, getattr(v, "basis", ""), v.reasons)
     return {
         "key": site.key,
         "target": target,
+        "pmd": pmd,  # the pmd pointer the call is given
+        "ptl": ptl,  # the lock it hands back
         "verdict": entry.verdict,
         "recheck": entry.recheck,
         "basis": "plan" if overridden else basis,
@@ -216,10 +223,11 @@ def groups_of(calls: list[dict]) -> list[dict]:
         key = (c["verdict"], c["recheck"], c["basis"], c["reason"], c["on_recheck_fail"], locked)
         g = out.setdefault(key, {k: c[k] for k in ("verdict", "recheck", "basis", "reason", "on_recheck_fail",
                                                   "write_locked_by", "question")}
-                           | {"targets": [], "facts": Facts(), "count": 0})
+                           | {"targets": [], "pmds": [], "ptls": [], "facts": Facts(), "count": 0})
         g["count"] += 1
-        if c["target"] and c["target"] not in g["targets"]:
-            g["targets"].append(c["target"])
+        for name in ("target", "pmd", "ptl"):
+            if c[name] and c[name] not in g[name + "s"]:
+                g[name + "s"].append(c[name])
         g["facts"].add(c["facts"])
         if c["question"] and not g["question"]:
             g["question"] = c["question"]
