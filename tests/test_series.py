@@ -897,6 +897,15 @@ def test_real_tree_series(kernel_tree, tmp_path):
         if p["file"] == "mm/memory.c":
             assert p["subject"].startswith("mm: ") and not p["subject"].startswith("mm: memory:"), p["subject"]
     assert sorted(words)[len(words) // 2] <= 100 and max(words) <= 220, words
+    # No paragraph is copied across patches, but for the one sentence
+    # about the race that the may-write patches share.
+    seen: dict[str, str] = {}
+    for p in record["patches"]:
+        message = git(repo, "log", "-1", "--format=%B", p["commit"]).split("\n", 2)[2]
+        for para in message.split("\n\n"):
+            text = re.sub(r"khugepaged's retract_page_tables\(\) can free [^.]*\.", "", " ".join(para.split()))
+            if text.strip() and not text.startswith("Signed-off-by:"):
+                assert seen.setdefault(text.strip(), p["subject"]) == p["subject"], (text, p["subject"])
     print(f"real tree: commit messages of {min(words)} to {max(words)} words, median {sorted(words)[len(words) // 2]}")
     branch_tree = git(repo, "rev-parse", f"{BRANCH}^{{tree}}")
     # git am, in order, onto the base, in a scratch clone that checks out
