@@ -27,16 +27,24 @@ from rewriter import kernel_api as api
 
 # The prefix each file's changes carry in the kernel's log, for a tree
 # without the history to learn it from (rewriter's own test trees, or a
-# tree imported as one commit).  From the subjects of the upstream series
-# that made this change in v6.13 ("mm: pgtable: introduce
-# pte_offset_map_{ro|rw}_nolock()", Qi Zheng, September 2024: "mm:
-# copy_pte_range() ...", "mm: khugepaged: ...", "mm: mremap: ...", "mm:
-# userfaultfd: ...", "mm: filemap: ...", "mm: pgtable: ...") and from each
-# file's `git log --no-merges --format=%s` in torvalds/linux: mm/memory.c
-# changes are "mm:" (not "mm: memory:"), mm/vmscan.c "mm: vmscan:",
-# mm/page_vma_mapped.c "mm: page_vma_mapped_walk:", arch/arm "ARM:",
-# arch/powerpc/mm "powerpc/mm:", include/linux/mm.h and Documentation/mm
-# "mm:".  Exact paths first, then directories (longest first).
+# tree imported as one commit, like the 6.12 tree of `make kernel`).
+# Where they come from:
+#   * the subjects of the upstream series that made this very change in
+#     v6.13 ("introduce pte_offset_map_{ro|rw}_nolock()", Qi Zheng,
+#     September 2024), read from a stored copy of its cover letter:
+#     "mm: pgtable:" (mm/pgtable-generic.c), "mm: copy_pte_range() ..."
+#     and "mm: handle_pte_fault() ..." (mm/memory.c is plain "mm:", not
+#     "mm: memory:"), "mm: khugepaged:", "mm: mremap:", "mm: userfaultfd:",
+#     "mm: filemap:", "mm: page_vma_mapped_walk:";
+#   * for the rest, the usual style of those directories' logs, not
+#     checked against `git log` here (the search tool reads files, not
+#     history): "mm: vmscan:" (upstream titled walk_pte_range()
+#     "mm: multi-gen LRU:", a prefix of that part of the file, not of the
+#     file), "ARM:" for arch/arm (Russell King's tree; its patch-tracker
+#     numbers "ARM: 9350/1:" are not part of the prefix), "powerpc/mm:",
+#     "x86/mm:", "arm64: mm:", "s390/mm:", "riscv: mm:".
+# A file's own history wins when LEARN_AGREEING of its last commits agree.
+# Exact paths first, then directories (longest first).
 SUBJECT_PREFIXES: dict[str, str] = {
     "mm/memory.c": "mm:",
     "mm/khugepaged.c": "mm: khugepaged:",
