@@ -27,16 +27,24 @@ from rewriter import kernel_api as api
 
 # The prefix each file's changes carry in the kernel's log, for a tree
 # without the history to learn it from (rewriter's own test trees, or a
-# tree imported as one commit).  From the subjects of the upstream series
-# that made this change in v6.13 ("mm: pgtable: introduce
-# pte_offset_map_{ro|rw}_nolock()", Qi Zheng, September 2024: "mm:
-# copy_pte_range() ...", "mm: khugepaged: ...", "mm: mremap: ...", "mm:
-# userfaultfd: ...", "mm: filemap: ...", "mm: pgtable: ...") and from each
-# file's `git log --no-merges --format=%s` in torvalds/linux: mm/memory.c
-# changes are "mm:" (not "mm: memory:"), mm/vmscan.c "mm: vmscan:",
-# mm/page_vma_mapped.c "mm: page_vma_mapped_walk:", arch/arm "ARM:",
-# arch/powerpc/mm "powerpc/mm:", include/linux/mm.h and Documentation/mm
-# "mm:".  Exact paths first, then directories (longest first).
+# tree imported as one commit, like the 6.12 tree of `make kernel`).
+# Where they come from:
+#   * the subjects of the upstream series that made this very change in
+#     v6.13 ("introduce pte_offset_map_{ro|rw}_nolock()", Qi Zheng,
+#     September 2024), read from a stored copy of its cover letter:
+#     "mm: pgtable:" (mm/pgtable-generic.c), "mm: copy_pte_range() ..."
+#     and "mm: handle_pte_fault() ..." (mm/memory.c is plain "mm:", not
+#     "mm: memory:"), "mm: khugepaged:", "mm: mremap:", "mm: userfaultfd:",
+#     "mm: filemap:", "mm: page_vma_mapped_walk:";
+#   * for the rest, the usual style of those directories' logs, not
+#     checked against `git log` here (the search tool reads files, not
+#     history): "mm: vmscan:" (upstream titled walk_pte_range()
+#     "mm: multi-gen LRU:", a prefix of that part of the file, not of the
+#     file), "ARM:" for arch/arm (Russell King's tree; its patch-tracker
+#     numbers "ARM: 9350/1:" are not part of the prefix), "powerpc/mm:",
+#     "x86/mm:", "arm64: mm:", "s390/mm:", "riscv: mm:".
+# A file's own history wins when LEARN_AGREEING of its last commits agree.
+# Exact paths first, then directories (longest first).
 SUBJECT_PREFIXES: dict[str, str] = {
     "mm/memory.c": "mm:",
     "mm/khugepaged.c": "mm: khugepaged:",
@@ -184,15 +192,22 @@ def call_values(site, entry, default_reason: str) -> dict:
     v = site.verdict
     overridden = (entry.verdict, entry.recheck) != (v.verdict, v.recheck)
     own_reason = overridden or (entry.reason and entry.reason != default_reason)
-    target = None
+    target = pmd = ptl = None
     context = getattr(site, "context", None)
-    if context is not None and getattr(context.site, "target", None):
+    if context is not None:
         from rewriter.clex import render
-        target = render(context.site.target)
+        if getattr(context.site, "target", None):
+            target = render(context.site.target)
+        args = getattr(context.site, "args", ())
+        if len(args) == 4:
+            pmd = render(args[1])
+            ptl = render(args[3][1:]) if args[3][:1] == ("&",) else f"*{render(args[3])}"
     basis = basis_of(v.verdict, v.recheck, getattr(v, "basis", ""), v.reasons)
     return {
         "key": site.key,
         "target": target,
+        "pmd": pmd,  # the pmd pointer the call is given
+        "ptl": ptl,  # the lock it hands back
         "verdict": entry.verdict,
         "recheck": entry.recheck,
         "basis": "plan" if overridden else basis,
@@ -216,10 +231,11 @@ def groups_of(calls: list[dict]) -> list[dict]:
         key = (c["verdict"], c["recheck"], c["basis"], c["reason"], c["on_recheck_fail"], locked)
         g = out.setdefault(key, {k: c[k] for k in ("verdict", "recheck", "basis", "reason", "on_recheck_fail",
                                                   "write_locked_by", "question")}
-                           | {"targets": [], "facts": Facts(), "count": 0})
+                           | {"targets": [], "pmds": [], "ptls": [], "facts": Facts(), "count": 0})
         g["count"] += 1
-        if c["target"] and c["target"] not in g["targets"]:
-            g["targets"].append(c["target"])
+        for name in ("target", "pmd", "ptl"):
+            if c[name] and c[name] not in g[name + "s"]:
+                g[name + "s"].append(c[name])
         g["facts"].add(c["facts"])
         if c["question"] and not g["question"]:
             g["question"] = c["question"]

@@ -362,6 +362,7 @@ class Prepared:
 def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     """Check the options against the repository; refuse with one line."""
     git = Git(tree.repo.git_dir)
+    testing = read_testing(opts.testing) if opts.testing is not None else None
     if opts.version < 1:
         raise InputError(f"-v {opts.version}: versions count from 1")
     branch = opts.branch or default_branch(names, opts.version)
@@ -401,7 +402,6 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
         if previous is None:
             raise InputError(f"-v {opts.version}: no version {opts.version - 1} of the series is recorded "
                              f"in {tree.path} ({versions.ref(opts.version - 1)}); write it first")
-    testing = read_testing(opts.testing) if opts.testing is not None else None
     return Prepared(git, tree.rev, opts, branch, old_branch, old_record, previous, author, to, cc, testing)
 
 
@@ -534,12 +534,17 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
                 questions.append(f"{where} (patch {n}): {prose.sentence(c['question'] or 'the rule does not decide this call; please check the variant and the recheck')}")
     rows.sort(key=lambda r: (r["patch"], r["file"]))
     questions = list(dict.fromkeys(questions))
-    if settled:
-        plan_summary = (f"The plan it followed keeps the analysis' verdicts except for the "
-                        f"{settled} {'call' if settled == 1 else 'calls'} under Open questions; "
-                        f"it is recorded with the series (refs/rewriter/versions/v{record.version}).")
+    edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s))
+    if settled or edited:
+        plan_summary = (f"plan.toml is the plan the series follows (git show "
+                        f"refs/rewriter/versions/v{record.version}:plan.toml in the tree the series was made "
+                        f"in): it keeps the analysis' verdicts"
+                        + (f" except for the {settled} {'call' if settled == 1 else 'calls'} under Open questions"
+                           if settled else "")
+                        + (f", and gives its own reason for {edited} {'call' if edited == 1 else 'calls'}"
+                           if edited else "") + ".")
     else:
-        plan_summary = "It followed the analysis' verdicts unchanged."
+        plan_summary = "The plan is the analysis' own: no verdict or reason was changed by hand."
     return {
         "old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
         "both": braced(names.readonly, names.maywrite), "counts": series_counts(patches),
@@ -550,6 +555,7 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
         "rewriter_version": __version__, "spatch_version": spatch or "(unknown version)",
         "names_option": f" --names {names_option}" if names_option else "",
         "plan_summary": plan_summary, "base": record.base,
+        "plan_option": " --plan plan.toml" if settled or edited else "",
         "changes": prose.render("series/changes.txt.j2", **changes.for_cover()) if changes else "",
         "first_convert": 2, "last_convert": len(patches) - 1,
     }

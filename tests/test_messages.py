@@ -80,8 +80,8 @@ def test_pmd_same_says_what_it_writes_and_how_it_rechecks():
     assert text.startswith("collapse_pte_mapped_thp() maps the PTE table with pte_offset_map_nolock() and, once "
                            "it holds the lock, changes entries with pte_clear() and set_pte_at() and removes "
                            "the table with pmdp_collapse_flush(). " + RACE)
-    assert ("Use pte_offset_map_maywrite_nolock() to get the PMD value the table was mapped from, and once the "
-            "lock is held recheck it with pmd_same() against pmdp_get_lockless(); if the PMD changed, unlock, "
+    assert ("Use pte_offset_map_maywrite_nolock() to get the value the PMD had when the table was mapped, and "
+            "once the lock is held recheck it with pmd_same() against pmdp_get_lockless(); if it changed, unlock, "
             "unmap the table and take the way out that collapse_pte_mapped_thp() takes when the mapping fails."
             ) in text
 

@@ -26,7 +26,7 @@ import pytest
 import unidiff
 
 import harness
-from rewriter import maintainers, mail, prose, series
+from rewriter import changelog, maintainers, mail, prose, series
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 API = "pte_offset_map_nolock"
@@ -301,7 +301,8 @@ def test_the_cover_letter_is_complete(runs):
                      r"with pmd_same; the series makes it rw with dummy: the caller takes the lock and checks "
                      r"the entry with pte_same\(\) before it writes\. Is that right\?", flat), flat
     assert 'Not run yet. Before sending, run "rewriter check --build --boot --mail --json > REPORT.json"' in flat
-    assert "rewriter 0.1.0" in flat and "refs/rewriter/versions/v1" in flat
+    assert "rewriter 0.1.0 found every call" in flat and "refs/rewriter/versions/v1:plan.toml" in flat
+    assert re.search(r"^    rewriter series --rev [0-9a-f]{12} --plan plan.toml$", cover, re.M)
     # git's shortlog and diffstat follow the blurb.
     assert f"{IDENTITY[0]} ({len(data['patches'])}):" in cover
     assert re.search(r"^ \d+ files changed, \d+ insertions\(\+\), \d+ deletions\(-\)$", cover, re.M)
@@ -400,7 +401,7 @@ def test_series_order_and_commit_messages(runs):
     recheck = git(runs.a, "log", "-1", "--format=%B", patches[[p["function"] for p in patches].index(
         "fixture_collapse_retract")]["commit"])
     flat = " ".join(recheck.split())
-    assert "recheck it with pmd_same() against pmdp_get_lockless()" in flat
+    assert re.search(r"once \S+ is held recheck it with pmd_same\(\) against pmdp_get_lockless\(\S+\);", flat), flat
     assert "removes the table with pmdp_collapse_flush()" in flat
     for p in patches:
         assert_kernel_style(git(runs.a, "log", "-1", "--format=%B", p["commit"]))
@@ -870,15 +871,42 @@ def test_real_tree_series(kernel_tree, tmp_path):
     assert len(files) == 14, [f.name for f in files]
     subjects = [headers(f)["subject"] for f in files]
     for k, s in enumerate(subjects):
-        assert s.startswith(f"[RFC PATCH v1 {k:02d}/13] "), s
-    assert subjects[1].endswith("mm: introduce pte_offset_map_{readonly|maywrite}_nolock()")
-    assert subjects[-1].endswith("mm: remove pte_offset_map_nolock()")
-    assert any(s.endswith("arm: mm: adjust_pte() use pte_offset_map_maywrite_nolock()") for s in subjects)
+        assert s.startswith(f"[RFC PATCH {k:02d}/13] "), s
+    assert subjects[1].endswith("mm: pgtable: introduce pte_offset_map_{readonly|maywrite}_nolock()")
+    assert subjects[-1].endswith("mm: pgtable: remove pte_offset_map_nolock()")
+    assert any(s.endswith("ARM: adjust_pte() use pte_offset_map_maywrite_nolock()") for s in subjects)
+    assert any(s.startswith("powerpc/mm: ", s.index("] ") + 2) for s in subjects)
     for f in files:
         assert "***" not in f.read_text()
+    # Every patch reaches the mm list and the mm maintainer, the arm and
+    # powerpc ones too; each also goes to its own maintainers.
+    for f in files:
+        h = headers(f)
+        assert "linux-mm@kvack.org" in h["to"] + h["cc"] and "Andrew Morton" in h["to"], f.name
     arm = headers(next(f for f in files if "adjust_pte" in f.name))
     assert "Russell King" in arm["to"] and "linux-arm-kernel@lists.infradead.org" in arm["cc"]
+    assert headers(files[0])["to"] == "Andrew Morton <akpm@linux-foundation.org>"
     base = git(repo, "rev-parse", "HEAD")
+    # The commit messages: the kernel's style, and its lengths.
+    record = json.loads(git(repo, "cat-file", "blob", "refs/rewriter/versions/v1:record.json"))
+    words = []
+    for p in record["patches"]:
+        message = git(repo, "log", "-1", "--format=%B", p["commit"])
+        assert_kernel_style(message)
+        words.append(changelog.word_count(message.split("\n", 2)[2]))
+        if p["file"] == "mm/memory.c":
+            assert p["subject"].startswith("mm: ") and not p["subject"].startswith("mm: memory:"), p["subject"]
+    assert sorted(words)[len(words) // 2] <= 100 and max(words) <= 220, words
+    # No paragraph is copied across patches, but for the one sentence
+    # about the race that the may-write patches share.
+    seen: dict[str, str] = {}
+    for p in record["patches"]:
+        message = git(repo, "log", "-1", "--format=%B", p["commit"]).split("\n", 2)[2]
+        for para in message.split("\n\n"):
+            text = re.sub(r"khugepaged's retract_page_tables\(\) can free [^.]*\.", "", " ".join(para.split()))
+            if text.strip() and not text.startswith("Signed-off-by:"):
+                assert seen.setdefault(text.strip(), p["subject"]) == p["subject"], (text, p["subject"])
+    print(f"real tree: commit messages of {min(words)} to {max(words)} words, median {sorted(words)[len(words) // 2]}")
     branch_tree = git(repo, "rev-parse", f"{BRANCH}^{{tree}}")
     # git am, in order, onto the base, in a scratch clone that checks out
     # only the files the series touches.
@@ -895,3 +923,49 @@ def test_real_tree_series(kernel_tree, tmp_path):
     git(repo, "apply", "--cached", str(diff_file), env=index)
     assert git(repo, "write-tree", env=index) == branch_tree
     print(f"real tree: series, diff and git am in {time.monotonic() - t0:.0f}s")
+
+
+def test_authors_of_the_definition_are_copied(tmp_path):
+    """git log -L on the definition's lines: the authors of the last three
+    kernel commits that changed them, not of local commits, not of
+    commits elsewhere in the file, not the sender."""
+    repo = tmp_path / "repo"
+    (repo / "mm").mkdir(parents=True)
+    git(tmp_path, "init", "-q", str(repo))
+    source = repo / "mm" / "pgtable-generic.c"
+    body = ["pte_t *pte_offset_map_nolock(struct mm_struct *mm, pmd_t *pmd,", "{", "\treturn NULL;", "}"]
+
+    def commit(lines, who, subject, signed=True, head="/* head */"):
+        source.write_text("\n".join([head, "", *lines, "", "int other;"]) + "\n")
+        git(repo, "add", "-A")
+        env = {"GIT_AUTHOR_NAME": who.split(" <")[0], "GIT_AUTHOR_EMAIL": who.split("<")[1].rstrip(">")}
+        git(repo, "commit", "-q", "--allow-empty", *(["-s"] if signed else []), "-m", subject, env=env)
+
+    commit(body, "Old Author <old@example.org>", "mm: add it")
+    for k, who in enumerate(["Ann A <ann@example.org>", "Bob B <bob@example.org>", "Series Tester <series-tester@example.org>",
+                             "Cid C <cid@example.org>"]):
+        commit(body[:2] + [f"\t/* {k} */", "\treturn NULL;", "}"], who, f"mm: pgtable: change {k}")
+        body = body[:2] + [f"\t/* {k} */", "\treturn NULL;", "}"]
+    commit(body, "Local Me <me@example.org>", "test: mine", signed=False)  # no change to the lines
+    commit(body + ["/* x */"], "Local Me <me@example.org>", "wip", signed=False)
+    commit(body, "Far Away <far@example.org>", "mm: elsewhere", head="/* another head */")
+    scan = SimpleNamespace(mentions=[SimpleNamespace(kind="definition", file="mm/pgtable-generic.c", line=3)])
+    sender = series.parse_ident("Series Tester <series-tester@example.org>")
+    authors = series.api_authors(maintainers.Git(repo / ".git"), "HEAD", scan, sender)
+    assert authors == ["Cid C <cid@example.org>", "Bob B <bob@example.org>"], authors
+
+
+def test_testing_from_a_report_and_a_bad_report(fresh, plan_v1, tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"patches": [{"number": 1, "checkpatch": {"errors": 0, "warnings": 0, "checks": 0}}],
+                                  "boot": {"ok": True}}))
+    out = tmp_path / "out"
+    code, _o, err = run("series", "--tree", fresh, "--plan", plan_v1, "-o", out, "--testing", report)
+    assert code == 0, err
+    cover = " ".join((out / "0000-cover-letter.patch").read_text().split())
+    assert ("Testing: - scripts/checkpatch.pl on all 1 patches: 0 errors, 0 warnings, 0 checks. - Boot: ok. "
+            "How the series was made") in cover
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    _refused(fresh, tmp_path / "out2", "--branch", "other", "--testing", bad,
+             message="not a 'rewriter check --json' report")
