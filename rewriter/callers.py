@@ -16,6 +16,7 @@ one-function file per call, many to a run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rewriter import cocci
@@ -136,7 +137,7 @@ class Walker:
                     if up in seen[item]:  # reached by another chain, or recursion: asked already
                         continue
                     seen[item].add(up)
-                    nxt.append((item, chain + ((r.function, r.file),), up))
+                    nxt.append((item, chain + ((self._shown(r.function, r.file), r.file),), up))
             frontier = [f for f in nxt if f[0] not in stopped]
             level += 1
         return {item: WriteLock(tuple(chains)) for item, chains in done.items()}
@@ -212,6 +213,17 @@ class Walker:
             # else a member, a local or a parameter that has the same name
         del lines
         return out
+
+    def _shown(self, fn: str, path: str) -> str:
+        """How a function is named to people: SYSCALL_DEFINE5(mremap, ...)
+        defines sys_mremap()."""
+        if not re.fullmatch(r"(COMPAT_)?SYSCALL_DEFINE\d", fn):
+            return fn
+        toks = tokens(self.text(path))
+        for i, t in enumerate(toks[:-2]):
+            if t.text == fn and toks[i + 1].text == "(" and toks[i + 2].kind == "ident":
+                return ("compat_sys_" if fn.startswith("COMPAT") else "sys_") + toks[i + 2].text
+        return fn
 
     # ------------------------------------------------------------ spatch
 

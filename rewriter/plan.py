@@ -74,11 +74,11 @@ def default_reason(site: Site) -> str:
         return "it only reads the entries of the table, so the read-only variant is enough"
     if v.recheck == "dummy" and v.basis == "mmap_write":
         where = ", ".join(f"{fn}()" for fn, _f in v.write_locked_by)
-        return (f"every caller holds the mmap_lock for write ({where}), so the page table "
-                f"cannot be freed or replaced while the lock is held and no pmd recheck is needed")
+        return (f"every caller holds the mmap_lock for write ({where}), which keeps the page table "
+                f"stable without a pmd_same() recheck")
     if v.recheck == "dummy":
-        return ("the pte_same() check after taking the lock compares an entry that cannot be "
-                "none, so it also detects a page table that was freed and replaced")
+        return ("the pte_same() check after taking the lock compares an entry that is not none, "
+                "so it also fails if the page table was replaced, and no pmd_same() recheck is needed")
     return v.reasons[0] if v.reasons else "it may change the table under the lock"
 
 

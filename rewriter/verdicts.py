@@ -82,13 +82,29 @@ def _aliases(seeds: set[tuple[str, ...]], assigns: list[Assign], exact: bool = F
         for a in assigns:
             if a.lhs in found:
                 continue
+            rhs = _assigned_value(a.rhs)
             for s in list(found):
-                hit = (a.rhs == s) if exact else outside_calls(a.rhs, s)
+                hit = (rhs == s) if exact else outside_calls(rhs, s)
                 if hit and not _is_mapping_call(a.rhs):
                     found.add(a.lhs)
                     changed = True
                     break
     return found
+
+
+def _assigned_value(rhs: tuple[str, ...]) -> tuple[str, ...]:
+    """The value of "a = b = VALUE": a chained assignment's right-hand
+    side is itself an assignment, and only its value is copied."""
+    depth = 0
+    last = -1
+    for i, t in enumerate(rhs):
+        if t in ("(", "[", "{"):
+            depth += 1
+        elif t in (")", "]", "}"):
+            depth -= 1
+        elif t == "=" and depth == 0:
+            last = i
+    return rhs[last + 1:]
 
 
 def _is_base_of(arg: tuple[str, ...], member: tuple[str, ...]) -> bool:
@@ -481,6 +497,25 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
     return found
 
 
+def _helper_guards(facts: FileFacts, ctx: SiteContext, e: Event) -> list[Call]:
+    """The pte_same() checks in the helper of e that read this call's table."""
+    call = next((c for c in facts.calls_in(ctx.site.function) if c.pos == e.pos), None)
+    if call is None or e.helper is None:
+        return []
+    by_name = {name: i for i, (name, _t) in facts.params.get(e.helper, {}).items()}
+    out = []
+    for c in facts.calls_in(e.helper):
+        if c.name not in api.ENTRY_COMPARATORS:
+            continue
+        for arg in c.args:
+            inner = arg[2:-1] if arg[:1] and arg[0] in api.ENTRY_READERS else ()
+            j = by_name.get(inner[0]) if len(inner) == 1 else None
+            if j is not None and j < len(call.args) and call.args[j] in ctx.pointers:
+                out.append(c)
+                break
+    return out
+
+
 def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
            summaries: dict[str, HelperSummary], lines: list[str], guards: list[Guard] | None = None) -> Verdict:
     site = ctx.site
@@ -507,10 +542,9 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             if e.self_locked:
                 inner = summaries[e.helper]
                 if any(gd.pos == e.pos for gd in guards):
-                    for c in facts.calls_in(e.helper):
-                        if c.name in api.ENTRY_COMPARATORS:
-                            evidence.append(Evidence(c.pos[0], f"{e.helper}() checks {c.name}() after taking the lock: "
-                                                     f"{_line(lines, c.pos[0])}"))
+                    for c in _helper_guards(facts, ctx, e):
+                        evidence.append(Evidence(c.pos[0], f"{e.helper}() checks {c.name}() after taking the lock: "
+                                                 f"{_line(lines, c.pos[0])}"))
                 unguarded_inside = any((lp, wp) in paths.unguarded
                                        for lp in inner.lock_calls for wp in inner.write_calls)
                 outside_ok = holders and all((l.pos, e.pos) not in paths.unguarded for l in holders)
