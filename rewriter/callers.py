@@ -82,7 +82,17 @@ class Walker:
         self._refs: dict[tuple[str, str], list[_Ref]] = {}
         self._held: dict[tuple[str, int, int], bool] = {}
         self.files_read: set[str] = set()
+        self.grepped: dict[str, list] = {}  # name -> the grep hits its callers were found from
         self.spatch_runs = 0
+
+    def depends_on(self) -> tuple:
+        """What the answers were read from beyond the files that name the
+        function: the grep hits of each name walked, and every file read
+        (path, blob id).  A stored scan holds for a tree where both are
+        the same (rewriter.scan)."""
+        ids = self.tree.blob_ids(sorted(self.files_read)) or {}
+        return (tuple(sorted((name, tuple(map(tuple, hits))) for name, hits in self.grepped.items())),
+                tuple(sorted(ids.items())))
 
     def text(self, path: str) -> str:
         if path not in self._texts:
@@ -150,6 +160,7 @@ class Walker:
             return
         global_names = [fn for fn, path in todo if not self._is_static(fn, path)]
         hits = self.tree.grep_words(global_names) if global_names else {}
+        self.grepped.update(hits)
         for fn, path in todo:
             if fn in global_names:
                 files = sorted({h[0] for h in hits.get(fn, []) if h[0].endswith((".c", ".h"))})

@@ -103,18 +103,27 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION, depth: int = call
     tree.blob_ids(c_files)  # one ls-tree for all of them
     sources = {f: tree.read(f) for f in c_files}
     # A scan is a function of the files that name the function, the
-    # rewriter's own code and templates and the spatch version: a scan
-    # of the same files is read back whole, without a look at them.
-    # The caller walk reads other files of the tree: the tree id is part
-    # of the key.
-    entry = _stored_scan_entry(runner, function, hits, sources, f"{tree.tree_id()}:{depth}")
+    # rewriter's own code and templates and the spatch version, and of
+    # what the caller walk read: the grep hits of the names it walked and
+    # the files it read.  A scan whose walk reads the same in this tree
+    # is read back whole.
+    entry = _stored_scan_entry(runner, function, hits, sources, str(depth))
     stored = _load_scan(entry)
-    if stored is not None:
-        return dataclasses.replace(stored, tree=tree.path, rev=tree.rev)
-    result = _scan(tree, runner, function, hits, files, sources, depth)
+    if stored is not None and _same_walk(tree, stored[1]):
+        return dataclasses.replace(stored[0], tree=tree.path, rev=tree.rev)
+    result, walked = _scan(tree, runner, function, hits, files, sources, depth)
     if entry is not None and not result.errors:  # errors may be timeouts: ask again next time
-        cache.store(entry, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        cache.store(entry, pickle.dumps((result, walked), protocol=pickle.HIGHEST_PROTOCOL))
     return result
+
+
+def _same_walk(tree: Tree, walked: tuple) -> bool:
+    grepped, files = walked
+    names = [name for name, _hits in grepped]
+    now = tree.grep_words(names) if names else {}
+    if any(tuple(map(tuple, now.get(name, []))) != hits for name, hits in grepped):
+        return False
+    return not files or tree.blob_ids([p for p, _id in files]) == dict(files)
 
 
 def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes], walk: str):
@@ -126,8 +135,9 @@ def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[
     return cache.entry("scans", *parts)
 
 
-def _load_scan(entry) -> Scan | None:
-    return cache.load_pickle(entry, lambda stored: isinstance(stored, Scan))
+def _load_scan(entry) -> tuple[Scan, tuple] | None:
+    return cache.load_pickle(entry, lambda stored: isinstance(stored, tuple) and len(stored) == 2
+                             and isinstance(stored[0], Scan))
 
 
 def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -> Verdict:
@@ -152,14 +162,14 @@ def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -
     return dataclasses.replace(v, review=True, basis="review", question=v.question or question)
 
 
-def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> list[Site]:
+def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> tuple[list[Site], tuple]:
     """The first half of the rule: a may-write call whose every caller chain
     holds the mmap_lock for write needs no pmd_same() recheck (the table
     cannot be freed under that lock), so it gets a dummy pmdval.  Only the
     calls that would otherwise need the recheck are walked."""
     asked = [s for s in sites if s.verdict.verdict == "rw" and s.verdict.recheck == "pmd_same"]
     if not asked:
-        return sites
+        return sites, ((), ())
     walker = callers.Walker(tree, runner, depth)
     if runner.progress:
         runner.progress("callers", 0, 1, "walks")
@@ -194,11 +204,11 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int) -> 
         else:
             v = dataclasses.replace(v, evidence=tuple(evidence))
         out.append(dataclasses.replace(s, verdict=v))
-    return out
+    return out, walker.depends_on()
 
 
 def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],
-          sources: dict[str, bytes], depth: int = callers.DEPTH) -> Scan:
+          sources: dict[str, bytes], depth: int = callers.DEPTH) -> tuple[Scan, tuple]:
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
     # Only the functions with a call, and the same-file functions they can
@@ -275,7 +285,7 @@ def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
                                   _call_text(function, ctx.site.args), idx, v, ctx))
 
-    sites_out = _write_locked(tree, runner, sites_out, depth)
+    sites_out, walked = _write_locked(tree, runner, sites_out, depth)
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
     mentions = [m for m in mentions if m.line not in in_macros.get(m.file, {})]
@@ -286,7 +296,7 @@ def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str
                                           f"{function}(); fix the syntax or report it"))
     sites_out.sort(key=lambda s: (s.file, s.line, s.column))
     return Scan(tree.path, tree.rev, function, tuple(sites_out), tuple(mentions),
-                tuple(sorted(errors, key=lambda e: e.file)))
+                tuple(sorted(errors, key=lambda e: e.file))), walked
 
 
 def grep(tree: Tree, runner: Runner, words) -> dict:

@@ -91,3 +91,26 @@ static void fixture_one_more(struct mm_struct *mm, pmd_t *pmd, unsigned long add
     assert len(after["sites"]) == len(before["sites"]) + 1
     assert any(s["function"] == "fixture_one_more" and s["verdict"] == "ro" for s in after["sites"])
     assert len(list((tmp_path / "cache" / "scans").iterdir())) == 2
+
+
+def test_a_stored_scan_is_not_used_when_the_walk_reads_differently(tools, scratch_repo, tmp_path, monkeypatch):
+    """The caller walk reads files that do not name the function: a new
+    caller of a function it walked, in a file of its own, changes the
+    verdict, and the stored scan must not hide that."""
+    import json
+
+    monkeypatch.setenv("REWRITER_CACHE", str(tmp_path / "cache"))
+
+    def recheck_of_the_write_locked_call() -> str:
+        code, out, err = tools.run_rewriter("scan", "--tree", scratch_repo, "--format", "json")
+        assert code == 0, err
+        site, = [s for s in json.loads(out)["sites"] if s["function"] == "fixture_wl_move"]
+        return site["recheck"]
+
+    assert recheck_of_the_write_locked_call() == "dummy"
+    (scratch_repo / "kernel" / "fixture_wl_reader.c").write_text(
+        "// SPDX-License-Identifier: GPL-2.0\n\n"
+        "void fixture_wl_reader(struct mm_struct *mm, pmd_t *pmd, unsigned long addr)\n{\n"
+        "\tmmap_read_lock(mm);\n\tfixture_wl_move(mm, pmd, addr);\n\tmmap_read_unlock(mm);\n}\n")
+    tools.commit_all(scratch_repo, "a caller under the read lock")
+    assert recheck_of_the_write_locked_call() == "pmd_same"
