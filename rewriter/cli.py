@@ -17,7 +17,7 @@ import threading
 import traceback
 from contextlib import contextmanager
 
-from rewriter import __version__, cache, diffs, outputs, rewrite
+from rewriter import __version__, cache, callers, diffs, outputs, rewrite
 from rewriter import plan as plan_mod
 from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
                              RewriterError)
@@ -81,6 +81,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=None, help="spatch processes in parallel")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop spatch on a file after this long and report the file (default: 120)")
+    p.add_argument("--caller-depth", type=int, default=callers.DEPTH, metavar="N",
+                   help="how many callers up the walk for the mmap_lock held for write goes "
+                        f"(default: {callers.DEPTH}); a chain longer than that counts as not holding it")
 
 
 def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
@@ -89,6 +92,13 @@ def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
                    help="A,B names the variants pte_offset_map_A_nolock / pte_offset_map_B_nolock "
                         "(default: readonly,maywrite; ro,rw is the other agreed choice)")
     _add_run_args(p)
+
+
+def _caller_depth(args: argparse.Namespace) -> int:
+    depth = getattr(args, "caller_depth", callers.DEPTH)
+    if depth < 0:
+        raise InputError(f"--caller-depth {depth}: give a number of callers from 0")
+    return depth
 
 
 def _runner(args: argparse.Namespace) -> Runner:
@@ -116,7 +126,7 @@ def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True):
     names = Names.parse(args.names)
     # One pass of git grep over the tree for the old name and the new ones.
     scan_mod.grep(tree, runner, (FUNCTION, names.readonly, names.maywrite))
-    result = scan(tree, runner)
+    result = scan(tree, runner, depth=_caller_depth(args))
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
     if chosen.made_at and chosen.made_at != result.rev:
@@ -157,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _check_output_file(args.output, "-o")
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    result = scan(tree, runner)
+    result = scan(tree, runner, depth=_caller_depth(args))
     _refuse_errors(result, "no plan written")
     text = plan_mod.dump(plan_mod.from_scan(result), result)
     if args.output == "-":
@@ -299,7 +309,7 @@ def _drop_stdout() -> None:
 def cmd_scan(args: argparse.Namespace) -> int:
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    result = scan(tree, runner)
+    result = scan(tree, runner, depth=_caller_depth(args))
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         write_stdout(json.dumps(result.to_json(), indent=2) + "\n")
