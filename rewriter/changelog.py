@@ -216,6 +216,10 @@ def call_values(site, entry, default_reason: str) -> dict:
         "overridden": overridden,
         "reason": entry.reason if own_reason else "",
         "on_recheck_fail": entry.on_recheck_fail,
+        # a lock taken again after the table was unmapped, rechecked too
+        "relocked": bool(getattr(v, "relocks", ())),
+        # callers the pmd value is carried to, for a recheck at their lock
+        "carried_to": sorted({c.function for c in v.carry.sites}) if getattr(v, "carry", None) else [],
         "write_locked_by": [{"function": fn, "file": file} for fn, file in getattr(v, "write_locked_by", ())],
         "question": getattr(v, "question", "") if v.review else "",
         "review": v.review,
@@ -228,9 +232,10 @@ def groups_of(calls: list[dict]) -> list[dict]:
     out: dict[tuple, dict] = {}
     for c in calls:
         locked = tuple((w["function"], w["file"]) for w in c["write_locked_by"])
-        key = (c["verdict"], c["recheck"], c["basis"], c["reason"], c["on_recheck_fail"], locked)
+        key = (c["verdict"], c["recheck"], c["basis"], c["reason"], c["on_recheck_fail"], locked,
+               c["relocked"], tuple(c["carried_to"]))
         g = out.setdefault(key, {k: c[k] for k in ("verdict", "recheck", "basis", "reason", "on_recheck_fail",
-                                                  "write_locked_by", "question")}
+                                                  "write_locked_by", "question", "relocked", "carried_to")}
                            | {"targets": [], "pmds": [], "ptls": [], "facts": Facts(), "count": 0})
         g["count"] += 1
         for name in ("target", "pmd", "ptl"):

@@ -37,7 +37,7 @@ from pathlib import Path
 from rewriter import cache, changelog, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter import __version__
 from rewriter import plan as plan_mod
-from rewriter.clex import function_spans
+from rewriter.clex import function_spans, render
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
 from rewriter.helpers import Names
@@ -289,20 +289,28 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
         elif p.kind == "remove":
             p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix, **common)
         else:
+            kept = [_target(s) for s in scan.kept if (s.file, s.function) == (p.file, p.function)]
             p.subject, p.body = convert_message(subject_prefix(git, base, [p.file]), p.function, p.file,
-                                                list(p.calls), names, scan.function)
+                                                list(p.calls), names, scan.function, kept)
 
 
-def convert_message(prefix: str, function: str, file: str, calls: list, names: Names, old: str) -> tuple[str, str]:
+def _target(site) -> str:
+    ctx = site.context
+    return render(ctx.site.target) if ctx is not None and ctx.site.target else ""
+
+
+def convert_message(prefix: str, function: str, file: str, calls: list, names: Names, old: str,
+                    kept: list[str] | None = None) -> tuple[str, str]:
     """(subject, body) of the commit that converts the calls, a list of
-    (Site, plan Entry), of one function."""
+    (Site, plan Entry), of one function; kept: the tables of the calls of
+    that function a person decided to leave as they are."""
     values = [changelog.call_values(s, e, plan_mod.default_reason(s)) for s, e in calls]
     verdicts = {c["verdict"] for c in values}
     helper = (braced(names.readonly, names.maywrite) if verdicts == {"ro", "rw"}
               else names.maywrite if "rw" in verdicts else names.readonly)
     return fit_subject("series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
                        groups=changelog.groups_of(values), old=old, readonly=names.readonly,
-                       maywrite=names.maywrite)
+                       maywrite=names.maywrite, kept=kept or [])
 
 
 def series_counts(patches: list[Patch]) -> dict:
@@ -530,10 +538,24 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
                 because = f": {prose.clause(e.reason)}" if e.reason else ""
                 questions.append(f"{where} (patch {n}): the rule gives {rule}; the series makes it {made}"
                                  f"{because}. Is that right?")
+            elif c["review"] and e.decision:
+                # A person settled what the rule left open: say so in their words.
+                settled += 1
+                questions.append(f"{where} (patch {n}) needed a decision by hand: {prose.clause(e.reason)}. "
+                                 f"Is that right?")
             elif c["review"]:
                 questions.append(f"{where} (patch {n}): {prose.sentence(c['question'] or 'the rule does not decide this call; please check the variant and the recheck')}")
+    kept = []
+    for s in scan.kept:
+        e = plan.entry(s) if plan is not None else None
+        settled += 1
+        kept.append(f"{s.function}() in {s.file}")
+        because = f": {prose.clause(e.reason)}" if e is not None and e.reason else ""
+        questions.append(f"{s.function}() in {s.file} keeps {scan.function}() for now{because}. "
+                         f"Is that the right way to leave it?")
     rows.sort(key=lambda r: (r["patch"], r["file"]))
     questions = list(dict.fromkeys(questions))
+    removes = bool(patches) and patches[-1].kind == "remove"
     edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s))
     if settled or edited:
         plan_summary = (f"plan.toml is the plan the series follows (git show "
@@ -557,7 +579,8 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
         "plan_summary": plan_summary, "base": record.base,
         "plan_option": " --plan plan.toml" if settled or edited else "",
         "changes": prose.render("series/changes.txt.j2", **changes.for_cover()) if changes else "",
-        "first_convert": 2, "last_convert": len(patches) - 1,
+        "first_convert": 2, "last_convert": len(patches) - 1 if removes else len(patches),
+        "removes": removes, "kept": kept, "all_calls": len(scan.sites) + len(scan.kept),
     }
 
 
@@ -567,7 +590,7 @@ WHY = {
     "pmd_same": "writes",
     "pte_same": "pte_same() guard",
     "mmap_write": "mmap_lock held for write",
-    "review": "to review",
+    "review": "settled by hand",
     "plan": "settled by hand",
 }
 
