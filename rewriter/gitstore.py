@@ -3,7 +3,10 @@
 Every command runs with --git-dir, from a temporary directory, and trees
 are made with ls-tree and mktree (no index at all): nothing reads or
 writes the repository's work tree, its index or HEAD.  Refs are written in one
-`git update-ref --stdin` transaction, and only by update_refs().
+`git update-ref --stdin` transaction, and only by update_refs(), which
+expects each ref as it was found (a new one must not exist); a series
+moves its objects in and writes its refs under publish_lock(), one
+rewriter at a time per repository.
 
 Inside quarantine(), new objects go to a private object directory in the
 temporary directory (the repository's objects are its alternate, as git

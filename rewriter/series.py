@@ -495,8 +495,10 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         # directory since prepare(): the lock keeps other rewriters out
         # while the three are looked at again and written (and their
         # objects moved), and the refs are written in one transaction that
-        # expects them as prepare() found them, for any other git.
-        with _deferred_interrupts(), git.publish_lock():
+        # expects them as prepare() found them, for any other git.  The
+        # lock is waited for with interrupts as they are: Ctrl-C then
+        # stops the run before it has written anything.
+        with git.publish_lock(), _deferred_interrupts():
             _check_unchanged(ready, out)
             _install(work, out, aside)
             try:

@@ -4,7 +4,9 @@ other refuses in one line that names what it lost, and nothing is left
 half-written (issue #17: both failed, or one blamed its -o directory).
 
 The runs are those of the fixture tree (harness), started at the same
-moment; each race is run several times, to make the interleavings likely.
+moment; each race is run several times, to make the interleavings likely,
+the first race of the same branch with a new cache directory that both
+runs fill; the others share the default one.
 """
 
 from __future__ import annotations
@@ -76,6 +78,12 @@ def _objects_whole(repo: Path, *refs: str) -> None:
                    capture_output=True)
 
 
+def _cache_of(trial: int, top: Path) -> dict | None:
+    """The first trial of a race: both runs fill one new cache directory
+    at once (REWRITER_CACHE); the others share the warm default one."""
+    return {"REWRITER_CACHE": str(top / "cache")} if trial == 0 else None
+
+
 def test_two_runs_with_the_same_branch(fixture_repo, plan, tmp_path):
     """Same branch (the default) and version, -o c and -o d side by side."""
     lines = []
@@ -84,7 +92,7 @@ def test_two_runs_with_the_same_branch(fixture_repo, plan, tmp_path):
         repo = _clone(fixture_repo, top / "linux")
         before = snapshot(repo)
         outs = [top / "place" / "c", top / "place" / "d"]
-        results = _race([_series(repo, plan, out) for out in outs], top)
+        results = _race([_series(repo, plan, out) for out in outs], top, env=_cache_of(trial, top))
         winner, line = _one_won(results, (f"branch {BRANCH}", "--branch"))
         lines.append(line)
         assert_series_added(before, snapshot(repo), repo)
@@ -100,7 +108,7 @@ def test_two_runs_with_other_branches(fixture_repo, plan, tmp_path):
         repo = _clone(fixture_repo, top / "linux")
         refs_before = git(repo, "for-each-ref", "--format=%(refname)").split()
         argvs = [_series(repo, plan, top / "place" / name, "--branch", f"race/{name}") for name in ("c", "d")]
-        results = _race(argvs, top)
+        results = _race(argvs, top)  # the default cache directory, shared
         winner, _line = _one_won(results, ("version 1 of the series", SERIES_RECORD, "-v 2"))
         name = ("c", "d")[winner]
         refs = git(repo, "for-each-ref", "--format=%(refname)").split()
