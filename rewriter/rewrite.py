@@ -214,9 +214,10 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     if clash:
         raise RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
                            f"rewriter cannot do both in one file yet: convert its calls by hand first")
-    if not scan.kept:  # a call left as it is still needs the old function
-        for path, new in removed.items():
-            changes[path] = (tree.read(path), new)
+    # The helper files end with the old function removed, or, while a call
+    # is left as it is and still needs it, with the new ones introduced.
+    for path, new in (introduced if scan.kept else removed).items():
+        changes[path] = (tree.read(path), new)
     return changes
 
 

@@ -73,8 +73,10 @@ def made(kernel_tree, home, tmp_path_factory):
     run(["git", "checkout", "-q"], repo, home)
     base = run(["git", "rev-parse", "HEAD"], repo, home).stdout.strip()
     out = top / "outgoing"
+    # the plan a reviewer settled the 6.12 review calls in, as make demo uses it
     run([sys.executable, "-m", "rewriter", "series", "--tree", str(repo), "-o", str(out), "--b4",
-         "--branch", BRANCH], repo, home, timeout=3600)
+         "--plan", str(PROJECT_ROOT / "demo" / "linux-6.12.plan.toml"), "--branch", BRANCH],
+        repo, home, timeout=3600)
     run(["git", "checkout", "-q", BRANCH], repo, home)
     return repo, out, base
 

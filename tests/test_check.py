@@ -40,7 +40,7 @@ def _dummy_plan(tools, repo: Path, path: Path) -> Path:
     for i, b in enumerate(blocks):
         if f'file = "{UNPLACEABLE[0]}"' in b and f'function = "{UNPLACEABLE[1]}"' in b:
             blocks[i] = re.sub(r"^recheck = .*$", 'recheck = "dummy"', b, count=1, flags=re.M)
-    path.write_text("\n[[call]]\n".join(blocks))
+    path.write_text(harness.settle_reviews("\n[[call]]\n".join(blocks)))
     return path
 
 

@@ -94,10 +94,13 @@ FIXTURE_PARAGRAPHS = [
     " * one for that value.  It is for callers that will change entries, or",
     " * remove the table, once they hold the lock.  After taking the lock, and",
     " * before writing, such a caller must make sure that the table is stable,",
-    " * that is, still the one at *pmd: either with pte_same() on an entry",
-    " * that it read earlier, or by rechecking the pmd with",
+    " * that is, still the one at *pmd: by holding the mmap_lock for write, or",
+    " * with pte_same() on an entry that it read earlier and that is not none",
+    " * (an empty table put in this one's place compares equal to a none",
+    " * entry), or by rechecking the pmd with",
     " * pmd_same(pmdval, pmdp_get_lockless(pmd)), where pmdval is the value",
     " * returned in *pmdvalp; and if that fails, unlock and retry or give up.",
+    " * The first two need no pmdval: such a caller may pass a dummy one.",
 ]
 
 DOC_ENTRIES = [
@@ -520,10 +523,13 @@ KERNEL_PARAGRAPHS = [
     " * not be NULL), and the spinlock pointer in ptlp is the one for that value.  It",
     " * is for callers that will change entries, or remove the table, once they hold",
     " * the lock.  After taking the lock, and before writing, such a caller must make",
-    " * sure that the table is stable, that is, still the one at *pmd: either with",
-    " * pte_same() on an entry that it read earlier, or by rechecking the pmd with",
+    " * sure that the table is stable, that is, still the one at *pmd: by holding the",
+    " * mmap_lock for write, or with pte_same() on an entry that it read earlier and",
+    " * that is not none (an empty table put in this one's place compares equal to a",
+    " * none entry), or by rechecking the pmd with",
     " * pmd_same(pmdval, pmdp_get_lockless(pmd)), where pmdval is the value returned",
-    " * in *pmdvalp; and if that fails, unlock and retry or give up.",
+    " * in *pmdvalp; and if that fails, unlock and retry or give up.  The first two",
+    " * need no pmdval: such a caller may pass a dummy one.",
 ]
 
 KERNEL_OLD_DOC = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import AUTHOR, UNPLACEABLE, run, set_in_plan
+from harness import AUTHOR, UNPLACEABLE, run, set_in_plan, settle_reviews
 
 CHECKPATCH_FILES = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
 
@@ -43,7 +43,7 @@ def test_every_command_takes_paths_relative_to_where_it_runs(tools, kernel_tree,
     result = run(["plan", "--tree", repo, "-o", cwd / "plan.toml"], scratch)
     assert result.code == 0 and result.cwd_left == ["plan.toml"], result.describe()
     plan = cwd / "plan.toml"
-    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(settle_reviews(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"')))
 
     result = run(["diff", "--tree", repo, "--plan", plan, "--emit-cocci", cwd / "rules", "--color", "never"],
                  scratch)
