@@ -45,7 +45,7 @@ EXPECTED = {
     "read_locked": ("ro", None),  # reads an entry under the lock
     "read_lockless": ("ro", None),  # reads an entry without the lock
     "write_locked": ("rw", "pmd_same"),  # writes an entry under the lock
-    "write_checked": ("rw", "dummy"),  # writes only after pte_same() under the lock
+    "write_checked": ("rw", "dummy"),  # writes only after pte_same() under the lock, of a non-none entry
 }
 LOCKS = {  # lock call -> how the function unlocks and unmaps
     "spin_lock({ptl})": "pte_unmap_unlock({pte}, {ptl});",
@@ -87,6 +87,9 @@ class Variant:
             out.append(extra[0])
             out.append(f"\t{n['pte']} = {call};\n")
         out.append(body_if(f"!{n['pte']}", fail))
+        if self.shape == "write_checked":
+            # the entry the check compares cannot be none past this (the rule's pte_same() half)
+            out.append(f"\tif (pte_none({n['orig']})) {{\n\t\tpte_unmap({n['pte']});\n\t\t{fail}\n\t}}\n")
         out.append(extra[1])
         if self.shape == "read_lockless":
             out.append(f"\t{n['entry']} = ptep_get_lockless({n['pte']});\n\tpte_unmap({n['pte']});\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import unidiff
 
-from harness import UNPLACEABLE, set_in_plan
+from harness import UNPLACEABLE, set_in_plan, settle_reviews
 
 API = "pte_offset_map_nolock"
 
@@ -28,7 +28,7 @@ def workable_plan(tools, fixture_repo, tmp_path) -> Path:
     """The default plan, with the one call that needs a person's decision
     (it hands the table back unlocked) set to a dummy pmdval."""
     path = _plan(tools, fixture_repo, tmp_path)
-    path.write_text(set_in_plan(path.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    path.write_text(settle_reviews(set_in_plan(path.read_text(), UNPLACEABLE, "recheck", '"dummy"')))
     return path
 
 
@@ -40,11 +40,19 @@ def test_plan_lists_every_call(tools, fixture_repo, tmp_path, scan_data):
     assert f'rev = "{scan_data["rev"]}"' in text
 
 
-def test_default_plan_stops_at_a_call_it_cannot_place(tools, fixture_repo):
+def test_default_plan_leaves_the_calls_to_review(tools, fixture_repo, tmp_path):
+    """Without a plan that settles them, diff leaves the calls marked for
+    review as they are and says so in one note; series refuses, naming the
+    first of them and its question."""
     code, out, err = tools.run_rewriter("diff", "--tree", fixture_repo)
-    assert code == 3 and out == ""
-    assert UNPLACEABLE in err and "dummy" in err
-    assert len(err.strip().splitlines()) == 1
+    assert code == 0 and out.startswith("diff --git"), err
+    assert err.startswith("rewriter: note: ") and "need review and are left as they are" in err, err
+    assert "fixture_map_for_caller()" in err and len(err.strip().splitlines()) == 1, err
+    assert "-\tpte = pte_offset_map_nolock(mm, pmd, addr, ptlp);" not in out  # fixture_map_for_caller's call
+    code, out, err = tools.run_rewriter("series", "--tree", fixture_repo, "-o", tmp_path / "out",
+                                        "--author", "A U Thor <author@example.org>")
+    assert code == 3 and out == "", err
+    assert "needs review: " in err and "decision" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -79,7 +87,7 @@ def full_diff(tools, tmp_path_factory):
     plan = tmp_path_factory.mktemp("plan") / "plan.toml"
     code, _o, err = tools.run_rewriter("plan", "--tree", repo, "-o", plan)
     assert code == 0, err
-    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(settle_reviews(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"')))
     code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan)
     assert code == 0, err
     return repo, plan, out
@@ -177,7 +185,7 @@ def test_diff_changes_nothing_in_a_dirty_repository(tools, scratch_repo, tmp_pat
     tools.git(repo, "add", "mm/fixture_locks.c")
     (repo / "untracked.txt").write_text("keep me\n")
     plan = _plan(tools, repo, tmp_path)
-    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(settle_reviews(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"')))
     before = _snapshot(repo)
     code, out, err = tools.run_rewriter("diff", "--tree", repo, "--plan", plan, "--emit-cocci", tmp_path / "cocci")
     assert code == 0, err
@@ -239,7 +247,11 @@ def test_emitted_semantic_patches_run_by_hand(tools, fixture_repo, workable_plan
 
 @pytest.mark.kernel
 def test_whole_conversion_of_the_real_tree(tools, kernel_tree, tmp_path):
-    code, out, err = tools.run_rewriter("diff", "--tree", kernel_tree, timeout=tools.KERNEL_SCAN_TIMEOUT)
+    """The demo plan's conversion: every call but the one it keeps has its
+    new name, and the old function stays for that one."""
+    plan = Path(__file__).resolve().parent.parent / "demo" / "linux-6.12.plan.toml"
+    code, out, err = tools.run_rewriter("diff", "--tree", kernel_tree, "--plan", plan,
+                                        timeout=tools.KERNEL_SCAN_TIMEOUT)
     assert code == 0, err
     patch = unidiff.PatchSet(out)
     files = {p.path for p in patch}
@@ -250,10 +262,12 @@ def test_whole_conversion_of_the_real_tree(tools, kernel_tree, tmp_path):
     subprocess.run(["git", "apply", "--cached", "-"], input=out, text=True, cwd=kernel_tree, env=env, check=True)
     grep = subprocess.run(["git", "grep", "--cached", "-n", "-w", API, "--", "*.c", "*.h", "*.rst"],
                           cwd=kernel_tree, env=env, capture_output=True, text=True)
-    assert grep.stdout == "", grep.stdout
+    calls = [l for l in grep.stdout.splitlines() if l.startswith(("mm/userfaultfd.c", "arch/", "mm/memory.c"))]
+    assert len(calls) == 1 and "dst_pte = pte_offset_map_nolock(" in calls[0], grep.stdout
+    assert any(l.startswith("include/linux/mm.h:") for l in grep.stdout.splitlines())  # kept for that call
     added = "".join(l.value for p in patch for h in p for l in h if l.is_added)
-    assert added.count("pmd_same(") >= 7
-    assert added.count("pmd_t dummy_pmdval;") == 2
+    assert added.count("if (unlikely(!pmd_same(") == 6  # adjust_pte, collapse x2, map_pte + walk, walk_pte_range
+    assert added.count("pmd_t dummy_pmdval;") == 4
 
 
 NO_FAILURE_CHECK = """\
@@ -277,19 +291,20 @@ def test_recheck_without_a_failure_action_needs_the_plan(tools, scratch_repo, tm
     (scratch_repo / "mm" / "fixture_unchecked.c").write_text(NO_FAILURE_CHECK)
     tools.commit_all(scratch_repo, "a caller that never checks the mapping")
     plan = _plan(tools, scratch_repo, tmp_path)
-    plan.write_text(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"'))
+    plan.write_text(settle_reviews(set_in_plan(plan.read_text(), UNPLACEABLE, "recheck", '"dummy"')))
     key = "mm/fixture_unchecked.c:fixture_unchecked_clear:0"
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
                                         "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
     assert code == 3 and out == ""
     assert key in err and "on_recheck_fail" in err
-    plan.write_text(set_in_plan(plan.read_text(), key, "on_recheck_fail", '"return;"'))
+    # The plan's body replaces the whole failure path: it releases what is held itself.
+    plan.write_text(set_in_plan(plan.read_text(), key, "on_recheck_fail", '"pte_unmap_unlock(pte, ptl);\\nreturn;"'))
     code, out, err = tools.run_rewriter("diff", "--tree", scratch_repo, "--plan", plan,
                                         "--site", "mm/fixture_unchecked.c:fixture_unchecked_clear")
     assert code == 0, err
     added = [l.value.rstrip("\n") for p in unidiff.PatchSet(out) for h in p for l in h if l.is_added]
     assert "\tif (unlikely(!pmd_same(pmdval, pmdp_get_lockless(pmd)))) {" in added
-    assert "\t\tpte_unmap_unlock(pte, ptl);" in added
+    assert added.count("\t\tpte_unmap_unlock(pte, ptl);") == 1
     assert "\t\treturn;" in added
 
 
