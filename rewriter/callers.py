@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from rewriter import cocci
 from rewriter import kernel_api as api
-from rewriter.clex import _definitions_of, keep_functions, tokens
+from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
 from rewriter.runner import Runner
 from rewriter.tree import Tree
 
@@ -174,21 +174,10 @@ class Walker:
             self._refs[(fn, path)] = refs
 
     def _is_static(self, fn: str, path: str) -> bool:
-        return self._defines_static(fn, path)
+        return defines_static(self.text(path), fn)
 
     def _defines_static(self, fn: str, path: str) -> bool:
-        text = self.text(path)
-        toks = tokens(text)
-        for name, open_brace, _close in _definitions_of(text):
-            if name != fn:
-                continue
-            # the declaration's words, back to the end of the previous one
-            k = open_brace
-            while k > 0 and toks[k - 1].text not in (";", "}") and not toks[k - 1].preproc:
-                k -= 1
-                if toks[k].text == "static":
-                    return True
-        return False
+        return defines_static(self.text(path), fn)
 
     def _refs_in(self, fn: str, path: str, home: str) -> list[_Ref]:
         text = self.text(path)
@@ -217,8 +206,7 @@ class Walker:
                 # a recursive call is no new way in
                 continue
             if nxt == "(" and prev not in (".", "->"):
-                col = t.offset - (text.rfind("\n", 0, t.offset) + 1)
-                out.append(_Ref(path, owner, t.line, col, "call"))
+                out.append(_Ref(path, owner, t.line, column(text, t), "call"))
             elif prev in _VALUE_BEFORE or prev == "return":
                 out.append(_Ref(path, owner, t.line, 0, "value"))
             # else a member, a local or a parameter that has the same name
@@ -277,7 +265,7 @@ class Walker:
     def _callee_at(self, path: str, pos: tuple[int, int]) -> str:
         text = self.text(path)
         for t in tokens(text):
-            if t.line == pos[0] and t.kind == "ident" and t.offset - (text.rfind("\n", 0, t.offset) + 1) == pos[1]:
+            if t.line == pos[0] and t.kind == "ident" and column(text, t) == pos[1]:
                 return t.text
         raise KeyError(pos)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import kernel_api as api
-from rewriter.clex import _definitions_of, render, tokens
+from rewriter.clex import _definitions_of, closing, column, defines_static, render, tokens
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def plan(text: str, function: str, params: dict[int, tuple[str, str]], ptlp: tup
     toks = [t for t in tokens(text) if t.kind != "comment"]
     defs = _definitions_of(text)
     all_toks = tokens(text)
-    if not _is_static(all_toks, defs, function):
+    if not defines_static(text, function):
         return (f"{function}() is not static, so callers in other files may take the lock it hands out; "
                 f"the tool carries the pmd value only to callers in the same file")
     bodies = [(name, all_toks[o].offset, all_toks[c].offset) for name, o, c in defs]
@@ -106,32 +106,13 @@ def plan(text: str, function: str, params: dict[int, tuple[str, str]], ptlp: tup
     return Carry(function, k, ptlp[0], tuple(sites))
 
 
-def _is_static(toks, defs, function: str) -> bool:
-    for name, o, _c in defs:
-        if name != function:
-            continue
-        k = o
-        while k > 0 and toks[k - 1].text not in (";", "}") and not toks[k - 1].preproc:
-            k -= 1
-            if toks[k].text == "static":
-                return True
-    return False
-
-
 def _pos(text: str, t) -> tuple[int, int]:
-    return (t.line, t.offset - (text.rfind("\n", 0, t.offset) + 1))
+    return (t.line, column(text, t))
 
 
 def _match(toks, i: int) -> int:
-    depth = 0
-    for j in range(i, len(toks)):
-        if toks[j].text in ("(", "[", "{"):
-            depth += 1
-        elif toks[j].text in (")", "]", "}"):
-            depth -= 1
-            if depth == 0:
-                return j
-    return len(toks) - 1
+    found = closing(toks, i)
+    return len(toks) - 1 if found is None else found
 
 
 def _split_args(toks) -> list[list[str]]:

@@ -331,3 +331,36 @@ def _closing_brace(toks: list[Token], open_brace: int) -> int | None:
             if depth == 0:
                 return j
     return None
+
+
+def defines_static(source: str, name: str) -> bool:
+    """A definition of name in source is declared static."""
+    toks = tokens(source)
+    for fn, open_brace, _close in _definitions_of(source):
+        if fn != name:
+            continue
+        # the declaration's words, back to the end of the one before
+        k = open_brace
+        while k > 0 and toks[k - 1].text not in (";", "}") and not toks[k - 1].preproc:
+            k -= 1
+            if toks[k].text == "static":
+                return True
+    return False
+
+
+def closing(toks, i: int) -> int | None:
+    """Index of the bracket that closes the one at toks[i] (any of ( [ {)."""
+    depth = 0
+    for j in range(i, len(toks)):
+        if toks[j].text in ("(", "[", "{"):
+            depth += 1
+        elif toks[j].text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def column(source: str, token: Token) -> int:
+    """The token's column as spatch counts it (from 0; a tab is one)."""
+    return token.offset - (source.rfind("\n", 0, token.offset) + 1)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import kernel_api as api
-from rewriter.clex import tokens
+from rewriter.clex import closing, tokens
 
 Pos = tuple[int, int]
 
@@ -46,7 +46,7 @@ def exits(source: str, first_line: int, last_line: int) -> list[Exit]:
             continue
         if i + 1 >= len(toks) or toks[i + 1].text != "(":
             continue
-        close = _match(toks, i + 1)
+        close = closing(toks, i + 1)
         if close is None:
             continue
         cond = [x.text for x in toks[i + 2:close]]
@@ -128,24 +128,12 @@ def _split(toks: list[str], op: str) -> list[list[str]]:
     return parts
 
 
-def _match(toks, i: int) -> int | None:
-    depth = 0
-    for j in range(i, len(toks)):
-        if toks[j].text in ("(", "[", "{"):
-            depth += 1
-        elif toks[j].text in (")", "]", "}"):
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
-
-
 def _statement_end(toks, i: int) -> int | None:
     """Index of the last token of the statement starting at i."""
     if i >= len(toks):
         return None
     if toks[i].text == "{":
-        return _match(toks, i)
+        return closing(toks, i)
     depth = 0
     for j in range(i, len(toks)):
         if toks[j].text in ("(", "["):
