@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from rewriter import kbuild
 
 TESTS_DIR = Path(__file__).resolve().parent

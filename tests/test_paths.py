@@ -54,7 +54,7 @@ def test_every_command_takes_paths_relative_to_where_it_runs(tools, kernel_tree,
     # --series outgoing: what `make demo` and `make verify` do.
     result = run(["series", "--tree", repo, "--plan", plan, "--author", AUTHOR], scratch)
     assert result.code == 0 and "patches and a cover letter in outgoing/" in result.stdout, result.describe()
-    assert "  outgoing/v1-0000-cover-letter.patch\n" in result.stdout, result.describe()
+    assert "  outgoing/0000-cover-letter.patch\n" in result.stdout, result.describe()
     result = run(["check", "--tree", repo, "--json"], scratch)
     assert result.code in (0, 1) and result.err == b"", result.describe()
     assert len(json.loads(result.stdout)["patches"]) == len(list((cwd / "outgoing").glob("*.patch")))
