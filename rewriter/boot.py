@@ -51,6 +51,7 @@ GUEST_OPTIONS = (
     "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "EARLY_PRINTK",
     "BLK_DEV_INITRD", "BINFMT_ELF", "BINFMT_SCRIPT", "DEVTMPFS", "PROC_FS", "PROC_SYSCTL", "SYSFS",
     "TMPFS", "FUTEX", "POSIX_TIMERS", "MULTIUSER", "HYPERVISOR_GUEST", "PARAVIRT", "KVM_GUEST",
+    "ACPI",  # without it the second CPU is not found (SeaBIOS's MP table lists one): the race needs two
 )
 DEBUG_OPTIONS = ("DEBUG_KERNEL", "PROVE_LOCKING", "DEBUG_SPINLOCK", "DEBUG_ATOMIC_SLEEP", "DEBUG_VM")
 WORKLOAD_OPTIONS = (
@@ -408,10 +409,15 @@ def kernel_options(src_read, series, x86_files: list[str]) -> set[str]:
 # qemu
 # --------------------------------------------------------------------------
 
+KVM_FIRST_OUTPUT = 30.0  # seconds: a KVM guest that prints nothing by then is taken as KVM not working
+
+
 def run_qemu(qemu: str, kernel: Path, initrd: Path, append: str, log: Path, accel: str,
              timeout: float, quiet_limit: float, say, label: str) -> tuple[int | None, str, dict[str, float]]:
     """Boot; (exit code or None when it was stopped, qemu's stderr, timings).
-    The serial console goes to log."""
+    The serial console goes to log.  Under KVM, a console still empty after
+    KVM_FIRST_OUTPUT seconds stops the run (nested KVM often hangs without
+    a word)."""
     cmd = [qemu, "-m", "1536", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot",
            "-serial", f"file:{log}", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
     cmd += ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
@@ -439,7 +445,8 @@ def run_qemu(qemu: str, kernel: Path, initrd: Path, append: str, log: Path, acce
             if now - last_say >= 30:
                 last_say = now
                 say(f"{label}: {stage} {_elapsed(t0)}")
-            if now - t0 > timeout or now - moved > quiet_limit:
+            silent_kvm = accel == "kvm" and size == 0 and now - t0 > KVM_FIRST_OUTPUT
+            if now - t0 > timeout or now - moved > quiet_limit or silent_kvm:
                 proc.kill()
                 proc.wait()
                 err.seek(0)
@@ -652,9 +659,12 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
                                       timeout, 300 if chosen == "kvm" else 600, say, run.label)
             text = log.read_text(errors="replace")
             kvm_failed = chosen == "kvm" and ("rwb: boot ok" not in text) and (
-                "KVM" in err or "kvm" in err or "KVM internal error" in text or (rc not in (0, None) and not text))
+                "KVM" in err or "kvm" in err or "KVM internal error" in text or not text.strip())
             if kvm_failed and accel == "auto":
-                note = f"TCG: KVM failed ({kbuild._last_line(err) if err.strip() else 'no console output'})"
+                why_kvm = (kbuild._last_line(err) if "kvm" in err.lower() else
+                           "KVM internal error" if "KVM internal error" in text else
+                           f"no console output in {KVM_FIRST_OUTPUT:.0f}s")
+                note = f"TCG: KVM failed ({why_kvm})"
                 say(f"{run.label}: KVM failed; again with TCG")
                 chosen = "tcg"
                 continue

@@ -3,7 +3,12 @@
  * function that the pte_offset_map_nolock() series converts, and checks
  * its own data each time.
  *
- * Usage: workload [-r ROUNDS] [-d DIR] [-t RACE_SECONDS] [PHASE...]
+ * Usage: workload [-D] [-r ROUNDS] [-d DIR] [-t RACE_SECONDS] [PHASE...]
+ *
+ * -D drops the page cache of the whole machine (/proc/sys/vm/drop_caches)
+ * before the file faults: the guest wants it, a shared host does not.
+ * Files go to DIR (default /tmp); the shmem file of collapse_shmem goes to
+ * /dev/shm when there is one, else /tmp (a tmpfs in the guest).
  *
  * One line per phase on standard output:
  *   rwl PHASE ok OPS [note]
@@ -98,6 +103,7 @@ static long page;
 static int rounds = 3;
 static int race_seconds = 4;
 static const char *dir = "/tmp";
+static int global_drop;
 static int errors, skipped;
 
 static void say(const char *phase, const char *status, const char *fmt, ...)
@@ -341,14 +347,15 @@ static void phase_mremap(void)
 
 static void drop_caches(void)
 {
-	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	int fd = global_drop ? open("/proc/sys/vm/drop_caches", O_WRONLY) : -1;
 
-	if (fd >= 0) {
-		ssize_t done = write(fd, "3\n", 2);
+	ssize_t done;
 
-		(void)done;
-		close(fd);
-	}
+	if (fd < 0)
+		return;
+	done = write(fd, "3\n", 2);
+	(void)done;
+	close(fd);
 }
 
 static void phase_file_fault(void)
@@ -384,20 +391,48 @@ static void phase_file_fault(void)
 	say("file_fault", "ok", "%d", ops);
 }
 
+/* a file on tmpfs, 2MB aligned in the address space */
+static char *map_shmem_file(const char *name, unsigned long bytes)
+{
+	int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	char *area, *p;
+
+	if (fd < 0)
+		return NULL;
+	unlink(name);
+	if (ftruncate(fd, bytes)) {
+		close(fd);
+		return NULL;
+	}
+	area = map_anon(bytes + PMD_BYTES, 0);
+	if (!area) {
+		close(fd);
+		return NULL;
+	}
+	p = (char *)(((uintptr_t)area + PMD_BYTES - 1) & ~(PMD_BYTES - 1));
+	p = mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static void phase_collapse_shmem(void)
 {
 	unsigned long pages = PMD_BYTES / page;
+	struct stat st;
+	const char *shm = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
+	char name[512];
 	int done = 0;
 
+	snprintf(name, sizeof(name), "%s/rwl-shmem.%d", shm, getpid());
 	for (int r = 0; r < rounds; r++) {
-		char *p = map_aligned(PMD_BYTES, 1);
+		char *p = map_shmem_file(name, PMD_BYTES);
 
 		if (!p)
-			FAIL("collapse_shmem", "mmap: %s", strerror(errno));
+			FAIL("collapse_shmem", "%s: %s", name, strerror(errno));
 		fill(p, pages, 0x6000 + r);
 		if (madvise(p, PMD_BYTES, MADV_COLLAPSE)) {
 			if (errno == EINVAL || errno == ENOSYS)
-				SKIP("collapse_shmem", "MADV_COLLAPSE: %s", strerror(errno));
+				SKIP("collapse_shmem", "MADV_COLLAPSE of a file in %s: %s", shm, strerror(errno));
 			/* EAGAIN, ENOMEM: the kernel may refuse; the data must stay */
 		} else {
 			done++;
@@ -405,10 +440,11 @@ static void phase_collapse_shmem(void)
 		if (verify(p, pages, 0x6000 + r) >= 0)
 			FAIL("collapse_shmem", "round %d: page %ld wrong after MADV_COLLAPSE", r,
 			     verify(p, pages, 0x6000 + r));
-		/* a second collapse of the now huge page cache folio, still PTE-mapped */
+		/* again: the page cache folio is huge now, mapped by PTEs or a PMD */
 		madvise(p, PMD_BYTES, MADV_COLLAPSE);
 		if (verify(p, pages, 0x6000 + r) >= 0)
 			FAIL("collapse_shmem", "round %d: data wrong after the second MADV_COLLAPSE", r);
+		munmap(p, PMD_BYTES);
 	}
 	say("collapse_shmem", "ok", "%d collapsed=%d", rounds, done);
 }
@@ -757,8 +793,11 @@ int main(int argc, char **argv)
 	int opt, any = 0;
 
 	page = sysconf(_SC_PAGESIZE);
-	while ((opt = getopt(argc, argv, "r:d:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "Dr:d:t:")) != -1) {
 		switch (opt) {
+		case 'D':
+			global_drop = 1;
+			break;
 		case 'r':
 			rounds = atoi(optarg);
 			break;
@@ -769,7 +808,7 @@ int main(int argc, char **argv)
 			race_seconds = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-r ROUNDS] [-d DIR] [-t RACE_SECONDS] [PHASE...]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-D] [-r ROUNDS] [-d DIR] [-t RACE_SECONDS] [PHASE...]\n", argv[0]);
 			return 2;
 		}
 	}
