@@ -572,6 +572,29 @@ def boot_series(series, say=None, jobs: int | None = None, cache: Path | None = 
                             function, tools)
 
 
+def overlay(src: kbuild.Source, commit: str, paths: list[str], files: dict[str, bytes]) -> None:
+    """Make src the base with paths as at commit and files (path -> bytes)
+    over them.  A file written by an earlier run and not wanted now goes
+    back to the base (or away); a file that already has the wanted bytes is
+    not written, so that make's time stamps stay right."""
+    record = src.dir.parent / f"{src.dir.name}.overlay.json"
+    before = set(json.loads(record.read_text())) if record.exists() else set()
+    wanted: dict[str, bytes | None] = {}
+    for path in sorted(before | set(paths) | set(files)):
+        if path in files:
+            wanted[path] = files[path]
+        elif path in paths:
+            wanted[path] = src.blob(commit, path)
+        else:
+            wanted[path] = src.blob(src.base, path)
+    record.write_text(json.dumps(sorted(wanted)))  # all it may touch, should this be interrupted
+    inject.write_files(src.dir, {p: b for p, b in wanted.items() if b is not None})
+    for path, data in wanted.items():
+        if data is None and (src.dir / path).exists():
+            (src.dir / path).unlink()
+    record.write_text(json.dumps(sorted(p for p in wanted if p in files or p in paths)))
+
+
 def _blob(repo: Path, commit: str, path: str) -> bytes | None:
     proc = subprocess.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo, capture_output=True, check=False)
     return proc.stdout if proc.returncode == 0 else None
@@ -591,7 +614,9 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
     for b in texts.values():
         names |= kbuild.code_mentions(b.decode("utf-8", "replace"), pattern)
     names.discard(function)
-    proto = (_blob(repo, final, "include/linux/pgtable.h") or b"").decode("utf-8", "replace")
+    # the prototypes: in the headers the series touches (include/linux/mm.h in 6.12)
+    headers = [p for p in series.touched() if p.endswith(".h")] or ["include/linux/mm.h", "include/linux/pgtable.h"]
+    proto = "\n".join((_blob(repo, final, h) or b"").decode("utf-8", "replace") for h in headers)
     readonly, maywrite = inject.variant_names(proto, names | kbuild.code_mentions(proto, pattern) - {function})
     say("inject: the failure hooks into the series' final tree")
     injection = inject.inject(texts, readonly, maywrite)
@@ -608,11 +633,16 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
         return report
 
     # Sources, configuration, builds.
+    # The base as exported; the series' kernel from a second export of the
+    # base with the final commit's files and the hooks written over it, only
+    # where they differ: a later run (another plan, another N) rebuilds only
+    # what changed.
     base_src = kbuild.Source(repo, series.base, cache, say, prefix="boot-src")
-    final_src = kbuild.Source(repo, final, cache, say, prefix="boot-src")
+    final_src = kbuild.Source(repo, series.base, cache, say, prefix="boot-series")
     makefile = _blob(repo, final, inject.MAKEFILE) or b""
     extra = inject.kernel_files(injection.sites, makefile, every, DEFAULT_DELAY_US)
-    inject.write_files(final_src.dir, {**{p: injection.files[p] for p in injection.files if p in x86_files}, **extra})
+    overlay(final_src, final, series.touched(),
+            {**{p: injection.files[p] for p in injection.files if p in x86_files}, **extra})
 
     code_opts = kernel_options(base_src.read_base, series, x86_files)
     options = sorted(set(BOOT_OPTIONS) | code_opts)
@@ -622,7 +652,7 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
     for label, src in (("base", base_src), ("series", final_src)):
         run = Run(label)
         report.runs.append(run)
-        digest = hashlib.sha256(json.dumps({"src": src.dir.name, "options": options}).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(json.dumps({"src": base_src.dir.name, "options": options}).encode()).hexdigest()[:12]
         out = cache / f"boot-x86_64-{label}-{digest}"
         enabled, not_enabled = configure(src.dir, out, options, env, say)
         if not_enabled:
