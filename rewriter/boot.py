@@ -52,6 +52,10 @@ GUEST_OPTIONS = (
     "BLK_DEV_INITRD", "BINFMT_ELF", "BINFMT_SCRIPT", "DEVTMPFS", "PROC_FS", "PROC_SYSCTL", "SYSFS",
     "TMPFS", "FUTEX", "POSIX_TIMERS", "MULTIUSER", "HYPERVISOR_GUEST", "PARAVIRT", "KVM_GUEST",
     "ACPI",  # without it the second CPU is not found (SeaBIOS's MP table lists one): the race needs two
+    # tinyconfig's NR_CPUS=2 is below SPLIT_PTLOCK_CPUS (4): every page table
+    # would share mm->page_table_lock; 8 gives a lock per page table, as on
+    # the machines the series is for
+    "NR_CPUS=8",
 )
 DEBUG_OPTIONS = ("DEBUG_KERNEL", "PROVE_LOCKING", "DEBUG_SPINLOCK", "DEBUG_ATOMIC_SLEEP", "DEBUG_VM")
 WORKLOAD_OPTIONS = (
@@ -342,7 +346,8 @@ def configure(src: Path, out: Path, options: list[str], env: dict, say) -> tuple
         if target is None:
             args = []
             for o in options:
-                args += ["--enable", o.removeprefix("CONFIG_")]
+                name, eq, value = o.removeprefix("CONFIG_").partition("=")
+                args += ["--set-val", name, value] if eq else ["--enable", name]
             subprocess.run(["bash", str(src / "scripts/config"), "--file", str(out / ".config"), *args],
                            check=True, capture_output=True)
             continue
@@ -350,7 +355,12 @@ def configure(src: Path, out: Path, options: list[str], env: dict, say) -> tuple
         if proc.returncode != 0:
             raise RewriterError(f"check --boot: make {target[0]} failed: {kbuild._last_line(proc.stderr or proc.stdout)}")
     config = kbuild._read_config(out / ".config")
-    enabled = [o for o in options if config.get("CONFIG_" + o.removeprefix("CONFIG_")) == "y"]
+
+    def is_set(o: str) -> bool:
+        name, eq, value = o.removeprefix("CONFIG_").partition("=")
+        return config.get("CONFIG_" + name) == (value if eq else "y")
+
+    enabled = [o for o in options if is_set(o)]
     not_enabled = [o for o in options if o not in enabled]
     stamp.write_text(json.dumps({"recipe": recipe, "enabled": enabled, "not_enabled": not_enabled}))
     return enabled, not_enabled
