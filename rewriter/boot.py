@@ -107,8 +107,10 @@ class Splat:
 
 @dataclass
 class Run:
-    label: str  # base | series
+    label: str  # base | series:<function> | series
     kernel: str = ""
+    forced: str = ""  # the function whose failures this boot forces
+    sites: list[int] = field(default_factory=list)  # its recheck sites
     accel: str = ""  # kvm | tcg
     accel_note: str = ""  # why not KVM
     booted: bool = False
@@ -121,7 +123,8 @@ class Run:
     console: str = ""  # where the whole console log is kept
 
     def to_json(self) -> dict:
-        return {"label": self.label, "kernel": self.kernel, "accel": self.accel, "accel_note": self.accel_note,
+        return {"label": self.label, "kernel": self.kernel, "forced_function": self.forced or None,
+                "forced_sites": self.sites, "accel": self.accel, "accel_note": self.accel_note,
                 "booted": self.booted, "finished": self.finished,
                 "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
                 "phases": {k: {"status": v[0], "detail": v[1]} for k, v in self.phases.items()},
@@ -187,13 +190,14 @@ class BootReport:
                 if status != "ok":
                     out.append(f"       workload {name}: {status} {detail}")
             for s in r.splats:
-                mark = "NEW " if s.new and r.label == "series" else ""
+                mark = "NEW " if s.new and r.label != "base" else ""
                 out.append(f"       {mark}splat: {s.title}" + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
             if not r.finished:
                 out.append("       last console lines:")
                 out.extend(f"         {line}" for line in r.tail)
         if self.functions:
-            out.append(f"  per function (every {self.every}th recheck forced to fail):")
+            out.append(f"  per function (every {self.every}th recheck in the workload's tasks forced to fail, "
+                       f"one boot per function):")
             out.append(f"    {'function':<34} {'policy':<9} {'calls':>8} {'rechecks':>9} {'forced':>7} {'real':>5}  status")
             for f in self.functions:
                 if not f.x86:
@@ -679,18 +683,34 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
             out = Path(report.runs[1].kernel).parents[3]
             f.built = (out / (f.file[:-2] + ".o")).exists()
 
-    # Boot both.
+    # Boot: the base once, then the series' kernel once per x86 function
+    # with a pmd_same() recheck, only that function's failures forced (so
+    # that what goes wrong is that function's doing); with no such function,
+    # once with nothing forced, to count the calls.
     workload = build_workload(cache, tools["gcc"])
     work = cache / "boot" / "runs"
     work.mkdir(parents=True, exist_ok=True)
     initrd = work / "initramfs.cpio"
     make_initramfs(initrd, tools["busybox"], workload, init_script(rounds, race_seconds))
+    series_kernel = report.runs[1].kernel
+    series_seconds = report.runs[1].seconds.get("build", 0.0)
+    report.runs[1:] = []
+    targets = [f for f in report.functions if f.x86 and f.policy == "pmd_same"]
+    for f in targets:
+        ids = [s.id for s in injection.sites if (s.file, s.function, s.kind) == (f.file, f.name, "recheck")]
+        run = Run(f"series:{f.name}", kernel=series_kernel, forced=f.name, sites=ids)
+        report.runs.append(run)
+    if not targets:
+        report.runs.append(Run("series", kernel=series_kernel, sites=[]))
+    report.runs[1].seconds["build"] = series_seconds
     ok_kvm, why = kvm_usable()
     chosen = accel if accel != "auto" else ("kvm" if ok_kvm else "tcg")
     note = "" if chosen == "kvm" or accel == "tcg" else f"TCG: {why}"
     for run in report.runs:
-        append = f"{KERNEL_ARGS} rewriter_inject.every={every} rewriter_inject.delay_us={DEFAULT_DELAY_US}"
-        log = work / f"console-{run.label}.log"
+        forced = ",".join(map(str, run.sites)) if run.sites else "none"
+        append = (f"{KERNEL_ARGS} rewriter_inject.every={every} rewriter_inject.delay_us={DEFAULT_DELAY_US}"
+                  f" rewriter_inject.sites={forced}")
+        log = work / f"console-{run.label.replace(':', '-')}.log"
         run.console = str(log)
         while True:
             timeout = 900 if chosen == "kvm" else 2400
@@ -719,32 +739,62 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
             run.tail.append(f"(qemu stopped by rewriter after {timeout}s or a silent console)")
         elif err.strip() and not run.booted:
             run.tail.append(f"qemu: {kbuild._last_line(err)}")
+        say(f"{run.label}: {'finished' if run.finished else 'booted' if run.booted else 'did not boot'}, "
+            f"{len(run.splats)} splat(s), "
+            f"{sum(1 for v in run.phases.values() if v[0] == 'FAIL')} failed phase(s)")
 
     _judge(report, injection, final_src.dir)
     return report
 
 
+# Which converted functions each workload phase is there for: a data error
+# in a phase points at them.
+PHASE_FUNCTIONS = {
+    "fork_anon": ("copy_pte_range", "handle_pte_fault"), "fork_file": ("copy_pte_range", "handle_pte_fault"),
+    "wp_fault": ("handle_pte_fault",), "mremap": ("move_ptes",), "file_fault": ("filemap_fault_recheck_pte_none",),
+    "collapse_shmem": ("collapse_pte_mapped_thp",), "collapse_swapin": ("__collapse_huge_page_swapin",),
+    "uffd_move": ("move_pages_pte",), "mglru": ("walk_pte_range",), "pageout": ("map_pte",),
+    "migrate": ("map_pte",), "race": ("map_pte",),
+}
+
+
 def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> None:
-    base, series = report.runs
-    for run in report.runs:
+    base, runs = report.runs[0], report.runs[1:]
+    by_name = {f.name: f for f in report.functions}
+    if not base.booted:
+        report.problems.append("the base kernel did not boot (last console lines shown above)")
+    elif not base.finished:
+        report.problems.append("the base kernel booted but the workload did not finish (last console lines shown above)")
+    for run in runs:
+        who = f" with {run.forced}()'s failures forced" if run.forced else ""
+        fn = by_name.get(run.forced)
         if not run.booted:
-            report.problems.append(f"the {run.label} kernel did not boot (last console lines shown above)")
+            problem = f"the series kernel{who} did not boot (last console lines shown above)"
         elif not run.finished:
-            report.problems.append(f"the {run.label} kernel booted but the workload did not finish "
-                                   f"(last console lines shown above)")
-    # counts per function
+            problem = f"the series kernel{who} booted but the workload did not finish (last console lines shown above)"
+        else:
+            continue
+        report.problems.append(problem)
+        if fn is not None:
+            fn.problems.append(problem.replace(f" with {run.forced}()'s failures forced", ""))
+    # counts: the calls from any run, the recheck of a function from its own run
     by_site = {s.id: s for s in injection.sites}
     for f in report.functions:
-        for sid, c in series.counts.items():
-            s = by_site.get(sid)
-            if s is None or (s.file, s.function) != (f.file, f.name):
-                continue
-            if s.kind == "recheck":
-                f.evals += c["evals"]
-                f.forced += c["forced"]
-                f.real += c["real"]
-            else:
-                f.calls += c["calls"]
+        for run in runs:
+            calls = evals = forced = real = 0
+            for sid, c in run.counts.items():
+                s = by_site.get(sid)
+                if s is None or (s.file, s.function) != (f.file, f.name):
+                    continue
+                if s.kind == "recheck":
+                    evals += c["evals"]
+                    forced += c["forced"]
+                    real += c["real"]
+                else:
+                    calls += c["calls"]
+            f.calls = max(f.calls, calls)
+            if run.forced == f.name or (not run.forced and f.policy == "pmd_same"):
+                f.evals, f.forced, f.real = evals, forced, real
     defined = {}
     for path in {f.file for f in report.functions if f.x86}:
         try:
@@ -752,38 +802,51 @@ def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> 
         except OSError:
             defined[path] = set()
     base_titles = {s.title for s in base.splats}
-    for s in series.splats:
-        s.new = s.title not in base_titles
-        attribute(s, report.functions, defined)
     for s in base.splats:
         s.new = False
-    if series.booted:
+    base_fail = {k for k, v in base.phases.items() if v[0] == "FAIL"}
+    for run in runs:
+        fn = by_name.get(run.forced)
+        who = f" (only {run.forced}()'s failures forced)" if run.forced else ""
+        for s in run.splats:
+            s.new = s.title not in base_titles
+            attribute(s, report.functions, defined)
+            if fn is not None and not any(x.startswith(fn.name + "()") for x in s.functions):
+                s.functions.insert(0, f"{fn.name}() (the only function whose failures were forced in this boot, "
+                                      f"{fn.forced} times)")
+            if s.new:
+                report.problems.append(f"new splat{who}: {s.title}"
+                                       + (f" [{'; '.join(s.functions)}]" if s.functions else ""))
+                for f in report.functions:
+                    if any(x.startswith(f.name + "()") for x in s.functions):
+                        f.problems.append(f"splat: {s.title}")
+        for name, (status, detail) in run.phases.items():
+            if status == "FAIL" and name not in base_fail:
+                aimed = ", ".join(f"{n}()" for n in PHASE_FUNCTIONS.get(name, ()))
+                report.problems.append(f"workload {name}: data check failed{who}, not in the base's run: {detail}"
+                                       + (f" (the phase is there for {aimed})" if aimed else ""))
+                if fn is not None:
+                    fn.problems.append(f"workload {name}: {detail}")
+            if status == "started" and run.booted:
+                report.problems.append(f"workload {name}: did not finish{who}")
+                if fn is not None:
+                    fn.problems.append(f"workload {name}: did not finish")
+    counted = any(run.counts for run in runs)
+    if runs and any(run.finished for run in runs) and not counted:
+        report.problems.append("the series kernel printed no hook counts (/sys/kernel/debug/rewriter_inject)")
+    if counted:
         for f in report.functions:
             if not f.x86:
                 continue
             if f.built is False:
                 f.problems.append(f"{f.file[:-2]}.o is not in the test kernel: the boot configuration does not build it")
-            if series.counts and f.calls == 0 and f.evals == 0:
+            if f.calls == 0 and f.evals == 0:
                 f.problems.append("never ran: no workload phase reached it")
-            if f.policy == "pmd_same" and series.counts and f.forced == 0:
+            if f.policy == "pmd_same" and f.forced == 0:
                 f.problems.append("its pmd_same() failure path was never forced (the recheck "
-                                  + (f"ran {f.evals} times, fewer than every {report.every}" if f.evals else "never ran")
+                                  + (f"ran {f.evals} times in the workload's tasks and elsewhere, "
+                                     f"none an {report.every}th evaluation in the workload" if f.evals else "never ran")
                                   + ")")
-        if not series.counts and series.finished:
-            report.problems.append("the series kernel printed no hook counts (/sys/kernel/debug/rewriter_inject)")
-    for s in series.splats:
-        if s.new:
-            who = f" ({'; '.join(s.functions)})" if s.functions else ""
-            report.problems.append(f"new splat in the series' run: {s.title}{who}")
-            for fn in report.functions:
-                if any(x.startswith(fn.name + "()") for x in s.functions):
-                    fn.problems.append(f"splat: {s.title}")
-    base_fail = {k for k, v in base.phases.items() if v[0] == "FAIL"}
-    for name, (status, detail) in series.phases.items():
-        if status == "FAIL" and name not in base_fail:
-            report.problems.append(f"workload {name}: data check failed in the series' run only: {detail}")
-        if status == "started" and series.booted:
-            report.problems.append(f"workload {name}: did not finish in the series' run")
     for f in report.functions:
         if f.problems:
-            report.problems.append(f"{f.name}(): " + "; ".join(f.problems))
+            report.problems.append(f"{f.name}(): " + "; ".join(dict.fromkeys(f.problems)))
