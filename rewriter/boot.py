@@ -189,9 +189,16 @@ class BootReport:
             for name, (status, detail) in r.phases.items():
                 if status != "ok":
                     out.append(f"       workload {name}: {status} {detail}")
+            shown: dict[str, int] = {}
             for s in r.splats:
+                shown[s.title] = shown.get(s.title, 0) + 1
+            for title, n in shown.items():
+                s = next(x for x in r.splats if x.title == title)
                 mark = "NEW " if s.new and r.label != "base" else ""
-                out.append(f"       {mark}splat: {s.title}" + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
+                out.append(f"       {mark}splat: {title}" + (f" ({n} times)" if n > 1 else "")
+                           + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
+                if s.new and r.label != "base" and title == next(iter(shown)):
+                    out.extend(f"         | {line}" for line in s.lines[:40])
             if not r.finished:
                 out.append("       last console lines:")
                 out.extend(f"         {line}" for line in r.tail)
@@ -808,18 +815,29 @@ def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> 
     for run in runs:
         fn = by_name.get(run.forced)
         who = f" (only {run.forced}()'s failures forced)" if run.forced else ""
+        seen: dict[str, int] = {}
         for s in run.splats:
             s.new = s.title not in base_titles
-            attribute(s, report.functions, defined)
-            if fn is not None and not any(x.startswith(fn.name + "()") for x in s.functions):
-                s.functions.insert(0, f"{fn.name}() (the only function whose failures were forced in this boot, "
-                                      f"{fn.forced} times)")
+            if fn is not None:
+                # One function's failures were forced in this boot: the
+                # splat is its doing, whatever else the backtrace names.
+                attribute(s, [fn], defined)
+                if not s.functions:
+                    s.functions = [f"{fn.name}() (the only function whose failures were forced in this boot, "
+                                   f"{fn.forced} times)"]
+            else:
+                attribute(s, report.functions, defined)
             if s.new:
-                report.problems.append(f"new splat{who}: {s.title}"
-                                       + (f" [{'; '.join(s.functions)}]" if s.functions else ""))
+                seen[s.title] = seen.get(s.title, 0) + 1
+                if seen[s.title] > 1:
+                    continue
                 for f in report.functions:
                     if any(x.startswith(f.name + "()") for x in s.functions):
                         f.problems.append(f"splat: {s.title}")
+        for title, n in seen.items():
+            first = next(s for s in run.splats if s.title == title)
+            report.problems.append(f"new splat{who}: {title}" + (f" ({n} times)" if n > 1 else "")
+                                   + (f" [{'; '.join(first.functions)}]" if first.functions else ""))
         for name, (status, detail) in run.phases.items():
             if status == "FAIL" and name not in base_fail:
                 aimed = ", ".join(f"{n}()" for n in PHASE_FUNCTIONS.get(name, ()))

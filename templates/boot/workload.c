@@ -23,7 +23,7 @@
  *   fork_anon, fork_file   copy_pte_range (fork copies the page tables)
  *   wp_fault               handle_pte_fault (write and write-protect faults)
  *   mremap                 move_ptes
- *   file_fault             filemap_fault_recheck_pte_none
+ *   file_fault             filemap_fault_recheck_pte_none (mlocked on fault)
  *   collapse_shmem         collapse_pte_mapped_thp (MADV_COLLAPSE of shmem)
  *   collapse_swapin        __collapse_huge_page_swapin
  *   uffd_move              move_pages_pte (UFFDIO_MOVE)
@@ -377,6 +377,12 @@ static void phase_file_fault(void)
 		if (p == MAP_FAILED)
 			FAIL("file_fault", "mmap: %s", strerror(errno));
 		madvise(p, pages * page, MADV_RANDOM);	/* no readahead: each fault misses the cache */
+		/*
+		 * filemap_fault_recheck_pte_none() looks at the pte only in
+		 * VM_LOCKED mappings: lock on fault, which populates nothing now.
+		 * (Refused without the privilege: the data is still checked.)
+		 */
+		syscall(SYS_mlock2, p, pages * page, 1 /* MLOCK_ONFAULT */);
 		for (unsigned long i = 0; i < pages; i++) {
 			const uint64_t *w = (const uint64_t *)(p + i * page);
 
