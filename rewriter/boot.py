@@ -12,7 +12,9 @@ real races reach once a month.  This check:
    plus BOOT_OPTIONS plus what the Makefiles and #ifdefs around the
    series' changes name (rewriter.kbuild), built with ccache when it is
    installed;
-2. boots each in qemu-system-x86_64 (KVM when /dev/kvm works, else TCG)
+2. boots the base once and the series' kernel once per function with a
+   pmd_same() recheck, only that function's failures forced (and only in
+   the workload's tasks), in qemu-system-x86_64 (KVM when /dev/kvm works, else TCG)
    with an initramfs of busybox-static and the workload
    (templates/boot/workload.c, built static), which reaches every
    converted function and checks its own data;
@@ -203,8 +205,8 @@ class BootReport:
                 out.append("       last console lines:")
                 out.extend(f"         {line}" for line in r.tail)
         if self.functions:
-            out.append(f"  per function (every {self.every}th recheck in the workload's tasks forced to fail, "
-                       f"one boot per function):")
+            out.append(f"  per function (one boot per function with a pmd_same() recheck: every {_nth(self.every)} "
+                       f"evaluation of its recheck in the workload's tasks forced to fail):")
             out.append(f"    {'function':<34} {'policy':<9} {'calls':>8} {'rechecks':>9} {'forced':>7} {'real':>5}  status")
             for f in self.functions:
                 if not f.x86:
@@ -259,6 +261,13 @@ def _is_dynamic(path: str) -> bool:
     except OSError:
         return False
     return any(int.from_bytes(table[i:i + 4], "little") == 3 for i in range(0, len(table), phentsize))
+
+
+def _host_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def kvm_usable() -> tuple[bool, str]:
@@ -403,6 +412,11 @@ def build_kernel(src: Path, out: Path, env: dict, make_args: list[str], jobs: in
         raise RewriterError(f"check --boot: the {label} kernel does not build: {err.strip()} (log: {log})")
     say(f"build {label} kernel: done in {_elapsed(t0)}, {compiled} files compiled")
     return out / "arch/x86/boot/bzImage"
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _elapsed(t0: float) -> str:
@@ -711,6 +725,14 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
         report.runs.append(Run("series", kernel=series_kernel, sites=[]))
     report.runs[1].seconds["build"] = series_seconds
     ok_kvm, why = kvm_usable()
+    # KVM that failed once fails again until the host reboots: remember it
+    # per host boot, and spare later checks the 30 s of finding out.
+    verdict_file = cache / "boot" / "kvm-verdict.json"
+    host_boot = _host_boot_id()
+    if ok_kvm and accel == "auto" and verdict_file.exists():
+        saved = json.loads(verdict_file.read_text())
+        if saved.get("host_boot") == host_boot and saved.get("why"):
+            ok_kvm, why = False, f"{saved['why']}, found earlier since the host booted"
     chosen = accel if accel != "auto" else ("kvm" if ok_kvm else "tcg")
     note = "" if chosen == "kvm" or accel == "tcg" else f"TCG: {why}"
     for run in report.runs:
@@ -732,6 +754,7 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
                            "KVM internal error" if "KVM internal error" in text else
                            f"no console output in {KVM_FIRST_OUTPUT:.0f}s")
                 note = f"TCG: KVM failed ({why_kvm})"
+                verdict_file.write_text(json.dumps({"host_boot": host_boot, "why": f"KVM failed ({why_kvm})"}))
                 say(f"{run.label}: KVM failed; again with TCG")
                 chosen = "tcg"
                 continue
@@ -863,7 +886,7 @@ def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> 
             if f.policy == "pmd_same" and f.forced == 0:
                 f.problems.append("its pmd_same() failure path was never forced (the recheck "
                                   + (f"ran {f.evals} times in the workload's tasks and elsewhere, "
-                                     f"none an {report.every}th evaluation in the workload" if f.evals else "never ran")
+                                     f"none an {_nth(report.every)} evaluation in the workload" if f.evals else "never ran")
                                   + ")")
     for f in report.functions:
         if f.problems:
