@@ -5,8 +5,9 @@
  *
  * Usage: workload [-D] [-r ROUNDS] [-d DIR] [-t RACE_SECONDS] [PHASE...]
  *
- * -D drops the page cache of the whole machine (/proc/sys/vm/drop_caches)
- * before the file faults: the guest wants it, a shared host does not.
+ * -D allows what acts on the whole machine: dropping the page cache
+ * (/proc/sys/vm/drop_caches) before the file faults, and MGLRU aging of
+ * every lruvec: the guest wants it, a shared host does not.
  * Files go to DIR (default /tmp); the shmem file of collapse_shmem goes to
  * /dev/shm when there is one, else /tmp (a tmpfs in the guest).
  *
@@ -612,6 +613,8 @@ static void phase_mglru(void)
 	int ops = 0;
 	char *p = map_anon(pages * page, 0);
 
+	if (!global_drop)
+		SKIP("mglru", "aging acts on the whole machine: only with -D (in the guest)");
 	if (!p)
 		FAIL("mglru", "mmap: %s", strerror(errno));
 	fill(p, pages, 0x9000);
