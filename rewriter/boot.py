@@ -181,6 +181,9 @@ class BootReport:
         out = ["boot (qemu-system-x86_64, the series' kernel with failure injection against the base's):"]
         if self.nothing_to_boot:
             out.append(f"  nothing to boot: {self.nothing_to_boot}")
+        if self.options.get("from_code") is not None:
+            out.append(f"  config: {BASE_CONFIG} + BOOT_OPTIONS + options read from the code: "
+                       f"{', '.join(self.options['from_code']) or 'none'}")
         for r in self.runs:
             secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
             state = "booted" if r.booted else "DID NOT BOOT"
