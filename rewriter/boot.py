@@ -12,7 +12,9 @@ real races reach once a month.  This check:
    plus BOOT_OPTIONS plus what the Makefiles and #ifdefs around the
    series' changes name (rewriter.kbuild), built with ccache when it is
    installed;
-2. boots each in qemu-system-x86_64 (KVM when /dev/kvm works, else TCG)
+2. boots the base once and the series' kernel once per function with a
+   pmd_same() recheck, only that function's failures forced (and only in
+   the workload's tasks), in qemu-system-x86_64 (KVM when /dev/kvm works, else TCG)
    with an initramfs of busybox-static and the workload
    (templates/boot/workload.c, built static), which reaches every
    converted function and checks its own data;
@@ -51,6 +53,11 @@ GUEST_OPTIONS = (
     "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "EARLY_PRINTK",
     "BLK_DEV_INITRD", "BINFMT_ELF", "BINFMT_SCRIPT", "DEVTMPFS", "PROC_FS", "PROC_SYSCTL", "SYSFS",
     "TMPFS", "FUTEX", "POSIX_TIMERS", "MULTIUSER", "HYPERVISOR_GUEST", "PARAVIRT", "KVM_GUEST",
+    "ACPI",  # without it the second CPU is not found (SeaBIOS's MP table lists one): the race needs two
+    # tinyconfig's NR_CPUS=2 is below SPLIT_PTLOCK_CPUS (4): every page table
+    # would share mm->page_table_lock; 8 gives a lock per page table, as on
+    # the machines the series is for
+    "NR_CPUS=8",
 )
 DEBUG_OPTIONS = ("DEBUG_KERNEL", "PROVE_LOCKING", "DEBUG_SPINLOCK", "DEBUG_ATOMIC_SLEEP", "DEBUG_VM")
 WORKLOAD_OPTIONS = (
@@ -102,8 +109,10 @@ class Splat:
 
 @dataclass
 class Run:
-    label: str  # base | series
+    label: str  # base | series:<function> | series
     kernel: str = ""
+    forced: str = ""  # the function whose failures this boot forces
+    sites: list[int] = field(default_factory=list)  # its recheck sites
     accel: str = ""  # kvm | tcg
     accel_note: str = ""  # why not KVM
     booted: bool = False
@@ -116,7 +125,8 @@ class Run:
     console: str = ""  # where the whole console log is kept
 
     def to_json(self) -> dict:
-        return {"label": self.label, "kernel": self.kernel, "accel": self.accel, "accel_note": self.accel_note,
+        return {"label": self.label, "kernel": self.kernel, "forced_function": self.forced or None,
+                "forced_sites": self.sites, "accel": self.accel, "accel_note": self.accel_note,
                 "booted": self.booted, "finished": self.finished,
                 "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
                 "phases": {k: {"status": v[0], "detail": v[1]} for k, v in self.phases.items()},
@@ -171,6 +181,9 @@ class BootReport:
         out = ["boot (qemu-system-x86_64, the series' kernel with failure injection against the base's):"]
         if self.nothing_to_boot:
             out.append(f"  nothing to boot: {self.nothing_to_boot}")
+        if self.options.get("from_code") is not None:
+            out.append(f"  config: {BASE_CONFIG} + BOOT_OPTIONS + options read from the code: "
+                       f"{', '.join(self.options['from_code']) or 'none'}")
         for r in self.runs:
             secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
             state = "booted" if r.booted else "DID NOT BOOT"
@@ -181,14 +194,22 @@ class BootReport:
             for name, (status, detail) in r.phases.items():
                 if status != "ok":
                     out.append(f"       workload {name}: {status} {detail}")
+            shown: dict[str, int] = {}
             for s in r.splats:
-                mark = "NEW " if s.new and r.label == "series" else ""
-                out.append(f"       {mark}splat: {s.title}" + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
+                shown[s.title] = shown.get(s.title, 0) + 1
+            for title, n in shown.items():
+                s = next(x for x in r.splats if x.title == title)
+                mark = "NEW " if s.new and r.label != "base" else ""
+                out.append(f"       {mark}splat: {title}" + (f" ({n} times)" if n > 1 else "")
+                           + (f"  [{'; '.join(s.functions)}]" if s.functions else ""))
+                if s.new and r.label != "base" and title == next(iter(shown)):
+                    out.extend(f"         | {line}" for line in s.lines[:40])
             if not r.finished:
                 out.append("       last console lines:")
                 out.extend(f"         {line}" for line in r.tail)
         if self.functions:
-            out.append(f"  per function (every {self.every}th recheck forced to fail):")
+            out.append(f"  per function (one boot per function with a pmd_same() recheck: every {_nth(self.every)} "
+                       f"evaluation of its recheck in the workload's tasks forced to fail):")
             out.append(f"    {'function':<34} {'policy':<9} {'calls':>8} {'rechecks':>9} {'forced':>7} {'real':>5}  status")
             for f in self.functions:
                 if not f.x86:
@@ -243,6 +264,13 @@ def _is_dynamic(path: str) -> bool:
     except OSError:
         return False
     return any(int.from_bytes(table[i:i + 4], "little") == 3 for i in range(0, len(table), phentsize))
+
+
+def _host_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def kvm_usable() -> tuple[bool, str]:
@@ -341,7 +369,8 @@ def configure(src: Path, out: Path, options: list[str], env: dict, say) -> tuple
         if target is None:
             args = []
             for o in options:
-                args += ["--enable", o.removeprefix("CONFIG_")]
+                name, eq, value = o.removeprefix("CONFIG_").partition("=")
+                args += ["--set-val", name, value] if eq else ["--enable", name]
             subprocess.run(["bash", str(src / "scripts/config"), "--file", str(out / ".config"), *args],
                            check=True, capture_output=True)
             continue
@@ -349,7 +378,12 @@ def configure(src: Path, out: Path, options: list[str], env: dict, say) -> tuple
         if proc.returncode != 0:
             raise RewriterError(f"check --boot: make {target[0]} failed: {kbuild._last_line(proc.stderr or proc.stdout)}")
     config = kbuild._read_config(out / ".config")
-    enabled = [o for o in options if config.get("CONFIG_" + o.removeprefix("CONFIG_")) == "y"]
+
+    def is_set(o: str) -> bool:
+        name, eq, value = o.removeprefix("CONFIG_").partition("=")
+        return config.get("CONFIG_" + name) == (value if eq else "y")
+
+    enabled = [o for o in options if is_set(o)]
     not_enabled = [o for o in options if o not in enabled]
     stamp.write_text(json.dumps({"recipe": recipe, "enabled": enabled, "not_enabled": not_enabled}))
     return enabled, not_enabled
@@ -383,6 +417,11 @@ def build_kernel(src: Path, out: Path, env: dict, make_args: list[str], jobs: in
     return out / "arch/x86/boot/bzImage"
 
 
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _elapsed(t0: float) -> str:
     s = int(time.monotonic() - t0)
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -408,10 +447,15 @@ def kernel_options(src_read, series, x86_files: list[str]) -> set[str]:
 # qemu
 # --------------------------------------------------------------------------
 
+KVM_FIRST_OUTPUT = 30.0  # seconds: a KVM guest that prints nothing by then is taken as KVM not working
+
+
 def run_qemu(qemu: str, kernel: Path, initrd: Path, append: str, log: Path, accel: str,
              timeout: float, quiet_limit: float, say, label: str) -> tuple[int | None, str, dict[str, float]]:
     """Boot; (exit code or None when it was stopped, qemu's stderr, timings).
-    The serial console goes to log."""
+    The serial console goes to log.  Under KVM, a console still empty after
+    KVM_FIRST_OUTPUT seconds stops the run (nested KVM often hangs without
+    a word)."""
     cmd = [qemu, "-m", "1536", "-smp", "2", "-display", "none", "-monitor", "none", "-no-reboot",
            "-serial", f"file:{log}", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
     cmd += ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]
@@ -439,7 +483,8 @@ def run_qemu(qemu: str, kernel: Path, initrd: Path, append: str, log: Path, acce
             if now - last_say >= 30:
                 last_say = now
                 say(f"{label}: {stage} {_elapsed(t0)}")
-            if now - t0 > timeout or now - moved > quiet_limit:
+            silent_kvm = accel == "kvm" and size == 0 and now - t0 > KVM_FIRST_OUTPUT
+            if now - t0 > timeout or now - moved > quiet_limit or silent_kvm:
                 proc.kill()
                 proc.wait()
                 err.seek(0)
@@ -565,6 +610,29 @@ def boot_series(series, say=None, jobs: int | None = None, cache: Path | None = 
                             function, tools)
 
 
+def overlay(src: kbuild.Source, commit: str, paths: list[str], files: dict[str, bytes]) -> None:
+    """Make src the base with paths as at commit and files (path -> bytes)
+    over them.  A file written by an earlier run and not wanted now goes
+    back to the base (or away); a file that already has the wanted bytes is
+    not written, so that make's time stamps stay right."""
+    record = src.dir.parent / f"{src.dir.name}.overlay.json"
+    before = set(json.loads(record.read_text())) if record.exists() else set()
+    wanted: dict[str, bytes | None] = {}
+    for path in sorted(before | set(paths) | set(files)):
+        if path in files:
+            wanted[path] = files[path]
+        elif path in paths:
+            wanted[path] = src.blob(commit, path)
+        else:
+            wanted[path] = src.blob(src.base, path)
+    record.write_text(json.dumps(sorted(wanted)))  # all it may touch, should this be interrupted
+    inject.write_files(src.dir, {p: b for p, b in wanted.items() if b is not None})
+    for path, data in wanted.items():
+        if data is None and (src.dir / path).exists():
+            (src.dir / path).unlink()
+    record.write_text(json.dumps(sorted(p for p in wanted if p in files or p in paths)))
+
+
 def _blob(repo: Path, commit: str, path: str) -> bytes | None:
     proc = subprocess.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo, capture_output=True, check=False)
     return proc.stdout if proc.returncode == 0 else None
@@ -584,7 +652,9 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
     for b in texts.values():
         names |= kbuild.code_mentions(b.decode("utf-8", "replace"), pattern)
     names.discard(function)
-    proto = (_blob(repo, final, "include/linux/pgtable.h") or b"").decode("utf-8", "replace")
+    # the prototypes: in the headers the series touches (include/linux/mm.h in 6.12)
+    headers = [p for p in series.touched() if p.endswith(".h")] or ["include/linux/mm.h", "include/linux/pgtable.h"]
+    proto = "\n".join((_blob(repo, final, h) or b"").decode("utf-8", "replace") for h in headers)
     readonly, maywrite = inject.variant_names(proto, names | kbuild.code_mentions(proto, pattern) - {function})
     say("inject: the failure hooks into the series' final tree")
     injection = inject.inject(texts, readonly, maywrite)
@@ -601,11 +671,16 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
         return report
 
     # Sources, configuration, builds.
+    # The base as exported; the series' kernel from a second export of the
+    # base with the final commit's files and the hooks written over it, only
+    # where they differ: a later run (another plan, another N) rebuilds only
+    # what changed.
     base_src = kbuild.Source(repo, series.base, cache, say, prefix="boot-src")
-    final_src = kbuild.Source(repo, final, cache, say, prefix="boot-src")
+    final_src = kbuild.Source(repo, series.base, cache, say, prefix="boot-series")
     makefile = _blob(repo, final, inject.MAKEFILE) or b""
     extra = inject.kernel_files(injection.sites, makefile, every, DEFAULT_DELAY_US)
-    inject.write_files(final_src.dir, {**{p: injection.files[p] for p in injection.files if p in x86_files}, **extra})
+    overlay(final_src, final, series.touched(),
+            {**{p: injection.files[p] for p in injection.files if p in x86_files}, **extra})
 
     code_opts = kernel_options(base_src.read_base, series, x86_files)
     options = sorted(set(BOOT_OPTIONS) | code_opts)
@@ -615,7 +690,7 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
     for label, src in (("base", base_src), ("series", final_src)):
         run = Run(label)
         report.runs.append(run)
-        digest = hashlib.sha256(json.dumps({"src": src.dir.name, "options": options}).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(json.dumps({"src": base_src.dir.name, "options": options}).encode()).hexdigest()[:12]
         out = cache / f"boot-x86_64-{label}-{digest}"
         enabled, not_enabled = configure(src.dir, out, options, env, say)
         if not_enabled:
@@ -632,18 +707,42 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
             out = Path(report.runs[1].kernel).parents[3]
             f.built = (out / (f.file[:-2] + ".o")).exists()
 
-    # Boot both.
+    # Boot: the base once, then the series' kernel once per x86 function
+    # with a pmd_same() recheck, only that function's failures forced (so
+    # that what goes wrong is that function's doing); with no such function,
+    # once with nothing forced, to count the calls.
     workload = build_workload(cache, tools["gcc"])
     work = cache / "boot" / "runs"
     work.mkdir(parents=True, exist_ok=True)
     initrd = work / "initramfs.cpio"
     make_initramfs(initrd, tools["busybox"], workload, init_script(rounds, race_seconds))
+    series_kernel = report.runs[1].kernel
+    series_seconds = report.runs[1].seconds.get("build", 0.0)
+    report.runs[1:] = []
+    targets = [f for f in report.functions if f.x86 and f.policy == "pmd_same"]
+    for f in targets:
+        ids = [s.id for s in injection.sites if (s.file, s.function, s.kind) == (f.file, f.name, "recheck")]
+        run = Run(f"series:{f.name}", kernel=series_kernel, forced=f.name, sites=ids)
+        report.runs.append(run)
+    if not targets:
+        report.runs.append(Run("series", kernel=series_kernel, sites=[]))
+    report.runs[1].seconds["build"] = series_seconds
     ok_kvm, why = kvm_usable()
+    # KVM that failed once fails again until the host reboots: remember it
+    # per host boot, and spare later checks the 30 s of finding out.
+    verdict_file = cache / "boot" / "kvm-verdict.json"
+    host_boot = _host_boot_id()
+    if ok_kvm and accel == "auto" and verdict_file.exists():
+        saved = json.loads(verdict_file.read_text())
+        if saved.get("host_boot") == host_boot and saved.get("why"):
+            ok_kvm, why = False, f"{saved['why']}, found earlier since the host booted"
     chosen = accel if accel != "auto" else ("kvm" if ok_kvm else "tcg")
     note = "" if chosen == "kvm" or accel == "tcg" else f"TCG: {why}"
     for run in report.runs:
-        append = f"{KERNEL_ARGS} rewriter_inject.every={every} rewriter_inject.delay_us={DEFAULT_DELAY_US}"
-        log = work / f"console-{run.label}.log"
+        forced = ",".join(map(str, run.sites)) if run.sites else "none"
+        append = (f"{KERNEL_ARGS} rewriter_inject.every={every} rewriter_inject.delay_us={DEFAULT_DELAY_US}"
+                  f" rewriter_inject.sites={forced}")
+        log = work / f"console-{run.label.replace(':', '-')}.log"
         run.console = str(log)
         while True:
             timeout = 900 if chosen == "kvm" else 2400
@@ -652,9 +751,13 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
                                       timeout, 300 if chosen == "kvm" else 600, say, run.label)
             text = log.read_text(errors="replace")
             kvm_failed = chosen == "kvm" and ("rwb: boot ok" not in text) and (
-                "KVM" in err or "kvm" in err or "KVM internal error" in text or (rc not in (0, None) and not text))
+                "KVM" in err or "kvm" in err or "KVM internal error" in text or not text.strip())
             if kvm_failed and accel == "auto":
-                note = f"TCG: KVM failed ({kbuild._last_line(err) if err.strip() else 'no console output'})"
+                why_kvm = (kbuild._last_line(err) if "kvm" in err.lower() else
+                           "KVM internal error" if "KVM internal error" in text else
+                           f"no console output in {KVM_FIRST_OUTPUT:.0f}s")
+                note = f"TCG: KVM failed ({why_kvm})"
+                verdict_file.write_text(json.dumps({"host_boot": host_boot, "why": f"KVM failed ({why_kvm})"}))
                 say(f"{run.label}: KVM failed; again with TCG")
                 chosen = "tcg"
                 continue
@@ -669,32 +772,62 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
             run.tail.append(f"(qemu stopped by rewriter after {timeout}s or a silent console)")
         elif err.strip() and not run.booted:
             run.tail.append(f"qemu: {kbuild._last_line(err)}")
+        say(f"{run.label}: {'finished' if run.finished else 'booted' if run.booted else 'did not boot'}, "
+            f"{len(run.splats)} splat(s), "
+            f"{sum(1 for v in run.phases.values() if v[0] == 'FAIL')} failed phase(s)")
 
     _judge(report, injection, final_src.dir)
     return report
 
 
+# Which converted functions each workload phase is there for: a data error
+# in a phase points at them.
+PHASE_FUNCTIONS = {
+    "fork_anon": ("copy_pte_range", "handle_pte_fault"), "fork_file": ("copy_pte_range", "handle_pte_fault"),
+    "wp_fault": ("handle_pte_fault",), "mremap": ("move_ptes",), "file_fault": ("filemap_fault_recheck_pte_none",),
+    "collapse_shmem": ("collapse_pte_mapped_thp",), "collapse_swapin": ("__collapse_huge_page_swapin",),
+    "uffd_move": ("move_pages_pte",), "mglru": ("walk_pte_range",), "pageout": ("map_pte",),
+    "migrate": ("map_pte",), "race": ("map_pte",),
+}
+
+
 def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> None:
-    base, series = report.runs
-    for run in report.runs:
+    base, runs = report.runs[0], report.runs[1:]
+    by_name = {f.name: f for f in report.functions}
+    if not base.booted:
+        report.problems.append("the base kernel did not boot (last console lines shown above)")
+    elif not base.finished:
+        report.problems.append("the base kernel booted but the workload did not finish (last console lines shown above)")
+    for run in runs:
+        who = f" with {run.forced}()'s failures forced" if run.forced else ""
+        fn = by_name.get(run.forced)
         if not run.booted:
-            report.problems.append(f"the {run.label} kernel did not boot (last console lines shown above)")
+            problem = f"the series kernel{who} did not boot (last console lines shown above)"
         elif not run.finished:
-            report.problems.append(f"the {run.label} kernel booted but the workload did not finish "
-                                   f"(last console lines shown above)")
-    # counts per function
+            problem = f"the series kernel{who} booted but the workload did not finish (last console lines shown above)"
+        else:
+            continue
+        report.problems.append(problem)
+        if fn is not None:
+            fn.problems.append(problem.replace(f" with {run.forced}()'s failures forced", ""))
+    # counts: the calls from any run, the recheck of a function from its own run
     by_site = {s.id: s for s in injection.sites}
     for f in report.functions:
-        for sid, c in series.counts.items():
-            s = by_site.get(sid)
-            if s is None or (s.file, s.function) != (f.file, f.name):
-                continue
-            if s.kind == "recheck":
-                f.evals += c["evals"]
-                f.forced += c["forced"]
-                f.real += c["real"]
-            else:
-                f.calls += c["calls"]
+        for run in runs:
+            calls = evals = forced = real = 0
+            for sid, c in run.counts.items():
+                s = by_site.get(sid)
+                if s is None or (s.file, s.function) != (f.file, f.name):
+                    continue
+                if s.kind == "recheck":
+                    evals += c["evals"]
+                    forced += c["forced"]
+                    real += c["real"]
+                else:
+                    calls += c["calls"]
+            f.calls = max(f.calls, calls)
+            if run.forced == f.name or (not run.forced and f.policy == "pmd_same"):
+                f.evals, f.forced, f.real = evals, forced, real
     defined = {}
     for path in {f.file for f in report.functions if f.x86}:
         try:
@@ -702,38 +835,62 @@ def _judge(report: BootReport, injection: inject.Injection, final_dir: Path) -> 
         except OSError:
             defined[path] = set()
     base_titles = {s.title for s in base.splats}
-    for s in series.splats:
-        s.new = s.title not in base_titles
-        attribute(s, report.functions, defined)
     for s in base.splats:
         s.new = False
-    if series.booted:
+    base_fail = {k for k, v in base.phases.items() if v[0] == "FAIL"}
+    for run in runs:
+        fn = by_name.get(run.forced)
+        who = f" (only {run.forced}()'s failures forced)" if run.forced else ""
+        seen: dict[str, int] = {}
+        for s in run.splats:
+            s.new = s.title not in base_titles
+            if fn is not None:
+                # One function's failures were forced in this boot: the
+                # splat is its doing, whatever else the backtrace names.
+                attribute(s, [fn], defined)
+                if not s.functions:
+                    s.functions = [f"{fn.name}() (the only function whose failures were forced in this boot, "
+                                   f"{fn.forced} times)"]
+            else:
+                attribute(s, report.functions, defined)
+            if s.new:
+                seen[s.title] = seen.get(s.title, 0) + 1
+                if seen[s.title] > 1:
+                    continue
+                for f in report.functions:
+                    if any(x.startswith(f.name + "()") for x in s.functions):
+                        f.problems.append(f"splat: {s.title}")
+        for title, n in seen.items():
+            first = next(s for s in run.splats if s.title == title)
+            report.problems.append(f"new splat{who}: {title}" + (f" ({n} times)" if n > 1 else "")
+                                   + (f" [{'; '.join(first.functions)}]" if first.functions else ""))
+        for name, (status, detail) in run.phases.items():
+            if status == "FAIL" and name not in base_fail:
+                aimed = ", ".join(f"{n}()" for n in PHASE_FUNCTIONS.get(name, ()))
+                report.problems.append(f"workload {name}: data check failed{who}, not in the base's run: {detail}"
+                                       + (f" (the phase is there for {aimed})" if aimed else ""))
+                if fn is not None:
+                    fn.problems.append(f"workload {name}: {detail}")
+            if status == "started" and run.booted:
+                report.problems.append(f"workload {name}: did not finish{who}")
+                if fn is not None:
+                    fn.problems.append(f"workload {name}: did not finish")
+    counted = any(run.counts for run in runs)
+    if runs and any(run.finished for run in runs) and not counted:
+        report.problems.append("the series kernel printed no hook counts (/sys/kernel/debug/rewriter_inject)")
+    if counted:
         for f in report.functions:
             if not f.x86:
                 continue
             if f.built is False:
                 f.problems.append(f"{f.file[:-2]}.o is not in the test kernel: the boot configuration does not build it")
-            if series.counts and f.calls == 0 and f.evals == 0:
+            if f.calls == 0 and f.evals == 0:
                 f.problems.append("never ran: no workload phase reached it")
-            if f.policy == "pmd_same" and series.counts and f.forced == 0:
+            if f.policy == "pmd_same" and f.forced == 0:
                 f.problems.append("its pmd_same() failure path was never forced (the recheck "
-                                  + (f"ran {f.evals} times, fewer than every {report.every}" if f.evals else "never ran")
+                                  + (f"ran {f.evals} times in the workload's tasks and elsewhere, "
+                                     f"none an {_nth(report.every)} evaluation in the workload" if f.evals else "never ran")
                                   + ")")
-        if not series.counts and series.finished:
-            report.problems.append("the series kernel printed no hook counts (/sys/kernel/debug/rewriter_inject)")
-    for s in series.splats:
-        if s.new:
-            who = f" ({'; '.join(s.functions)})" if s.functions else ""
-            report.problems.append(f"new splat in the series' run: {s.title}{who}")
-            for fn in report.functions:
-                if any(x.startswith(fn.name + "()") for x in s.functions):
-                    fn.problems.append(f"splat: {s.title}")
-    base_fail = {k for k, v in base.phases.items() if v[0] == "FAIL"}
-    for name, (status, detail) in series.phases.items():
-        if status == "FAIL" and name not in base_fail:
-            report.problems.append(f"workload {name}: data check failed in the series' run only: {detail}")
-        if status == "started" and series.booted:
-            report.problems.append(f"workload {name}: did not finish in the series' run")
     for f in report.functions:
         if f.problems:
-            report.problems.append(f"{f.name}(): " + "; ".join(f.problems))
+            report.problems.append(f"{f.name}(): " + "; ".join(dict.fromkeys(f.problems)))

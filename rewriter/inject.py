@@ -117,7 +117,7 @@ def variant_names(prototypes: str, candidates: set[str]) -> tuple[str, str]:
             readonly = name
     if not readonly or not maywrite:
         raise RewriterError("check --boot: the series' final tree declares no read-only and may-write variant "
-                            f"(looked for {', '.join(sorted(candidates)) or 'none'} in include/linux/pgtable.h)")
+                            f"(looked for the prototypes of {', '.join(sorted(candidates)) or 'none'} in the headers it touches)")
     return readonly, maywrite
 
 

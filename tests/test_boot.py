@@ -258,6 +258,13 @@ def _path_without(tmp_path: Path, missing: str) -> str:
 @pytest.mark.parametrize("missing,package", [("qemu-system-x86_64", "qemu-system-x86"),
                                              ("busybox", "busybox-static"), ("gcc", "gcc")])
 def test_missing_tool_is_one_line_naming_the_package(fixture_repo, tmp_path, missing, package):
+    # the tools are looked for in order: the ones before this one must be there
+    for prog in boot.PACKAGES:
+        if prog == missing:
+            break
+        if not shutil.which(prog):
+            pytest.skip(f"no {prog} on this machine (Debian package {boot.PACKAGES[prog]}), which is looked "
+                        f"for before {missing}")
     env = dict(os.environ, PATH=_path_without(tmp_path, missing))
     proc = subprocess.run([sys.executable, "-m", "rewriter", "check", "--tree",
                            str(fixture_repo), "--boot"], capture_output=True, text=True, env=env,
@@ -405,3 +412,28 @@ def test_series_without_x86_code_is_reported_not_failed(tools, tmp_path):
         ("walker", False, "not run on x86"), ("reader", False, "not run on x86")]
     assert not report.runs  # nothing was built or booted
     assert any("not run on x86" in line for line in report.render_lines())
+
+
+def test_overlay_writes_only_what_differs_and_undoes_the_rest(tools, tmp_path):
+    """The series' source: the base export with the final files and the
+    hooks over it; a file already right keeps its time stamp, a file of an
+    earlier run that is not wanted now goes back to the base."""
+    src = tmp_path / "src"
+    (src / "mm").mkdir(parents=True)
+    (src / "Makefile").write_text("all:\n")
+    (src / "mm/a.c").write_text("base a\n")
+    (src / "mm/b.c").write_text("base b\n")
+    repo = tools.make_git_repo(src, tmp_path / "linux")
+    base = tools.head_sha(repo)
+    (repo / "mm/a.c").write_text("final a\n")
+    final = tools.commit_all(repo, "a")
+    export = kbuild.Source(repo, base, tmp_path / "cache", prefix="boot-series")
+    boot.overlay(export, final, ["mm/a.c"], {"mm/b.c": b"hooked b\n", "mm/new.c": b"new\n"})
+    assert (export.dir / "mm/a.c").read_text() == "final a\n"
+    assert (export.dir / "mm/b.c").read_text() == "hooked b\n"
+    assert (export.dir / "mm/new.c").read_text() == "new\n"
+    stamp = (export.dir / "mm/a.c").stat().st_mtime_ns
+    boot.overlay(export, final, ["mm/a.c"], {})
+    assert (export.dir / "mm/a.c").stat().st_mtime_ns == stamp  # unchanged: not written
+    assert (export.dir / "mm/b.c").read_text() == "base b\n"  # back to the base
+    assert not (export.dir / "mm/new.c").exists()  # not in the base: removed

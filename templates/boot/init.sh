@@ -14,11 +14,11 @@ echo "rwb: nodes $(ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l) cpu
 # swap on the first ram disk, an ext2 file system on the second
 if [ -b /dev/ram0 ]; then mkswap /dev/ram0 >/dev/null && swapon /dev/ram0 && echo "rwb: swap on /dev/ram0"; fi
 DIR=/tmp
-if [ -b /dev/ram1 ] && mke2fs -q /dev/ram1 2>/dev/null && mount -t ext2 /dev/ram1 /mnt; then DIR=/mnt; fi
+if [ -b /dev/ram1 ] && mke2fs /dev/ram1 >/dev/null 2>&1 && mount -t ext2 /dev/ram1 /mnt; then DIR=/mnt; fi
 echo "rwb: files in $DIR"
 [ -w /sys/kernel/mm/lru_gen/enabled ] && echo y > /sys/kernel/mm/lru_gen/enabled
 echo "rwb: workload start"
-/bin/workload -r @ROUNDS@ -t @RACE_SECONDS@ -d "$DIR"
+/bin/workload -D -r @ROUNDS@ -t @RACE_SECONDS@ -d "$DIR"
 echo "rwb: workload exit $?"
 echo "rwb: counts start"
 [ -r /sys/kernel/debug/rewriter_inject ] && cat /sys/kernel/debug/rewriter_inject
