@@ -401,7 +401,9 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
                 call["indent"] = line[:len(line) - len(line.lstrip())]
             continue
         # rw + pmd_same
-        carried = site.verdict.carry if entry.on_recheck_fail is None else None
+        # The callers' lock sites get their recheck whatever the plan writes
+        # for this function's own: a plan's body replaces only that.
+        carried = site.verdict.carry
         if carried is not None:
             # The value comes in through a new parameter and goes on to
             # the callers that lock the table this function hands out.
