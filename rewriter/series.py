@@ -531,7 +531,9 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
             several = len(p.calls) > 1 and c["target"]
             rows.append({"file": s.file, "function": f"{s.function}()" + (f", {c['target']}" if several else ""),
                          "verdict": e.verdict,
-                         "recheck": e.recheck or "-", "why": WHY.get(c["basis"], c["basis"]), "patch": n})
+                         "recheck": e.recheck or "-", "patch": n,
+                         "why": "to review" if c["basis"] == "review" and not e.decision
+                         else WHY.get(c["basis"], c["basis"])})
             where = f"{s.function}() in {s.file}"
             if c["overridden"]:
                 settled += 1

@@ -90,7 +90,8 @@ def test_on_recheck_fail_is_said():
     s = site("move_ptes", PMD)
     e = entry(s)
     e = Entry(e.file, e.function, e.index, e.verdict, e.recheck, e.reason, "goto out")
-    assert 'unlock, unmap the table and run "goto out".' in flat(message(s.function, [(s, e)])[1])
+    # the plan's body replaces the whole failure path, unlock and unmap included
+    assert 'if it changed, run "goto out".' in flat(message(s.function, [(s, e)])[1])
 
 
 def test_dummy_on_a_pte_same_guard():
@@ -175,7 +176,7 @@ def test_review_questions_go_to_the_cover_letter():
                series.Patch("convert", {}, o.file, o.function,
                             ((o, entry(o, "rw", "dummy", "the caller checks the entry with pte_same()")),)),
                series.Patch("remove", {})]
-    scan = SimpleNamespace(function=OLD, mentions=())
+    scan = SimpleNamespace(function=OLD, mentions=(), sites=(), kept=())
     record = versions.Record(1, "b", "0" * 40, "1" * 40, {}, "RFC PATCH", "", [], [])
     values = series.cover_values(scan, NAMES, patches, record, None, None, spatch="1.1.1")
     assert values["questions"] == [
