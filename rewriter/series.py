@@ -282,7 +282,8 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
     counts = series_counts(patches)
     common = {"old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
               "both": braced(names.readonly, names.maywrite), "counts": counts,
-              "total": len(patches)}
+              "total": len(patches), "removes": any(p.kind == "remove" for p in patches),
+              "kept": len(scan.kept)}
     for p in patches:
         if p.kind == "introduce":
             p.subject, p.body = fit_subject("series/introduce.txt.j2", helper_prefix, **common)
