@@ -787,7 +787,7 @@ PHASE_FUNCTIONS = {
     "wp_fault": ("handle_pte_fault",), "mremap": ("move_ptes",), "file_fault": ("filemap_fault_recheck_pte_none",),
     "collapse_shmem": ("collapse_pte_mapped_thp",), "collapse_swapin": ("__collapse_huge_page_swapin",),
     "uffd_move": ("move_pages_pte",), "mglru": ("walk_pte_range",), "pageout": ("map_pte",),
-    "migrate": ("map_pte",), "race": ("map_pte",),
+    "migrate": ("map_pte",), "partial_thp": ("map_pte", "page_vma_mapped_walk"), "race": ("map_pte",),
 }
 
 

@@ -728,6 +728,69 @@ static void phase_migrate(void)
 }
 
 /*
+ * A large folio whose first page one process does not map, migrated: the
+ * rmap walk of the folio in that process starts at an empty entry, so
+ * map_pte() hands the table back unlocked and page_vma_mapped_walk()
+ * takes the lock itself at the next entry (its own pmd_same() recheck).
+ * The parent maps the whole folio by PTEs and the child unmaps only its
+ * own first entry, so the folio is not partially mapped (which would make
+ * migration split it first); MPOL_MF_MOVE_ALL moves it although both map it.
+ * Each round moves a new folio to node 1.
+ */
+static int partial_thp_child(void *arg)
+{
+	char *p = arg;
+	unsigned long pages = PMD_BYTES / page;
+	void *addrs[1] = { p + page };
+	int nodes[1], status[1] = { -1 };
+
+	madvise(p, page, MADV_DONTNEED);
+	nodes[0] = 1;
+	if (syscall(SYS_move_pages, 0, 1UL, addrs, nodes, status, MPOL_MF_MOVE_ALL) < 0)
+		return 2;
+	for (unsigned long i = 1; i < pages; i++) {
+		const uint64_t *w = (const uint64_t *)(p + i * page);
+
+		if (w[0] != word(i, 0xD000) || w[page / 8 - 1] != ~word(i, 0xD000))
+			return 1;
+	}
+	for (unsigned long i = 0; i < page; i++)
+		if (p[i])
+			return 1;
+	return 0;
+}
+
+static void phase_partial_thp(void)
+{
+	unsigned long pages = PMD_BYTES / page;
+
+	if (numa_nodes() < 2)
+		SKIP("partial_thp", "%d NUMA node(s): move_pages needs two", numa_nodes());
+	/* a new folio each round: a migrated one may come back split */
+	for (int r = 0; r < rounds * 2; r++) {
+		char *p = map_aligned(PMD_BYTES, 0);
+		int rc;
+
+		if (!p)
+			FAIL("partial_thp", "mmap: %s", strerror(errno));
+		madvise(p, PMD_BYTES, MADV_HUGEPAGE);
+		fill(p, pages, 0xD000);
+		/* the PMD is split into PTEs, every page still mapped */
+		mprotect(p, page, PROT_READ);
+		mprotect(p, page, PROT_READ | PROT_WRITE);
+		rc = in_child(partial_thp_child, p);
+		if (rc == 2)
+			SKIP("partial_thp", "move_pages with MPOL_MF_MOVE_ALL failed in the child");
+		if (rc)
+			FAIL("partial_thp", "round %d: the child read wrong data after move_pages (status %d)", r, rc);
+		if (verify(p, pages, 0xD000) >= 0)
+			FAIL("partial_thp", "round %d: page %ld wrong in the parent", r, verify(p, pages, 0xD000));
+		munmap(p, PMD_BYTES);
+	}
+	say("partial_thp", "ok", "%d", rounds * 2);
+}
+
+/*
  * The race: one thread keeps walking the rmap of a few pages (move_pages
  * between the nodes, MADV_PAGEOUT), another keeps zapping and faulting the
  * same pages back.  A page table walk that gives up and starts again then
@@ -813,6 +876,7 @@ static const struct {
 	{ "mglru", phase_mglru },
 	{ "pageout", phase_pageout },
 	{ "migrate", phase_migrate },
+	{ "partial_thp", phase_partial_thp },
 	{ "race", phase_race },
 };
 
