@@ -59,7 +59,7 @@ def test_workload_checks_its_data_on_the_host(tmp_path):
     # the phases that need nothing special of the kernel always run
     for phase in ("fork_anon", "fork_file", "wp_fault", "mremap", "file_fault", "race"):
         assert results.get(phase) == "ok", (phase, proc.stdout)
-    assert len(results) == 12, results
+    assert len(results) == 13, results
     for line in lines:
         if " skip " in line:
             assert re.match(r"^rwl \S+ skip \S", line), line  # a reason is given
