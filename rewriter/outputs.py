@@ -17,7 +17,12 @@ def parents_made(path: str, refusal: str):
     try:
         for parent in reversed(Path(path).absolute().parents):
             if not parent.exists():
-                parent.mkdir()
+                try:
+                    parent.mkdir()
+                except FileExistsError:
+                    if not parent.is_dir():
+                        raise
+                    continue  # another run made it meanwhile: it is not ours to remove
                 made.append(parent)
         yield
     except BaseException as exc:

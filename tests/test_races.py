@@ -186,3 +186,34 @@ class _Lines:
 
     def isatty(self) -> bool:
         return False
+
+
+def test_a_parent_another_run_made_meanwhile_is_no_refusal(tmp_path, monkeypatch):
+    """Two runs with -o place/c and -o place/d both make place/: the one that
+    loses that race must go on, not blame -o with 'File exists' (and must
+    not remove place/ when it fails later, since it did not make it)."""
+    from pathlib import Path
+
+    from rewriter import outputs
+    from rewriter.errors import InputError
+
+    parent = tmp_path / "place"
+    real_mkdir = Path.mkdir
+
+    def other_run_first(self, *args, **kwargs):
+        if self == parent and not parent.exists():
+            real_mkdir(self)  # the other run's mkdir, between our exists() and mkdir()
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_run_first)
+    with outputs.parents_made(str(parent / "d"), "refused: {reason}"):
+        pass
+    assert parent.is_dir()
+    (tmp_path / "place2").mkdir()
+    parent2 = tmp_path / "place2" / "x"
+    try:
+        with outputs.parents_made(str(parent2 / "d"), "refused: {reason}"):
+            raise OSError(28, "No space left on device")
+    except InputError as exc:
+        assert "No space left" in str(exc)
+    assert not parent2.exists()  # made by this run, removed again
