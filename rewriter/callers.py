@@ -183,7 +183,6 @@ class Walker:
         text = self.text(path)
         toks = tokens(text)
         bodies = [(name, o, c) for name, o, c in _definitions_of(text)]
-        lines = text.split("\n")
         out = []
         for i, t in enumerate(toks):
             if t.kind != "ident" or t.text != fn:
@@ -210,7 +209,6 @@ class Walker:
             elif prev in _VALUE_BEFORE or prev == "return":
                 out.append(_Ref(path, owner, t.line, 0, "value"))
             # else a member, a local or a parameter that has the same name
-        del lines
         return out
 
     def _shown(self, fn: str, path: str) -> str:

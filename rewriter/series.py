@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from rewriter import cache, changelog, diffs, helpers, mail, maintainers, outputs, prose, rewrite, versions
+from rewriter import cache, changelog, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter import __version__
 from rewriter import plan as plan_mod
 from rewriter.clex import function_spans, render

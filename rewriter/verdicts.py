@@ -659,7 +659,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                     # scan.py asks rewriter.carry whether the pmd value can
                     # be carried to the callers that lock it; if not, review.
                     hands_out = open_exits[0].pos[0]
-                    reasons.append(f"can return the table mapped and unlocked to a caller that may lock it")
+                    reasons.append("can return the table mapped and unlocked to a caller that may lock it")
         exposed = exposed_assignments(facts, ctx, lock_points) if recheck == "pmd_same" else ()
         stuck = [x for x in exposed if x[3] is None]
         if stuck and not question:
