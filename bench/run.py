@@ -128,9 +128,13 @@ def main() -> int:
         rows.append(("rewriter scan (cold)", median([measure(rewriter("scan", "--tree", str(repo), "--format", "json"),
                                                              _cold(env, cache)) for _ in range(args.runs)])))
         step("rewriter diff (cold)")
-        rows.append(("rewriter diff (cold)", median([measure(rewriter("diff", "--tree", str(repo)), _cold(env, cache))
+        # The plan make demo follows: it settles the calls the scan marks
+        # for review, which series refuses without one.
+        plan = str(Path(__file__).resolve().parent.parent / "demo" / "linux-6.12.plan.toml")
+        rows.append(("rewriter diff (cold)", median([measure(rewriter("diff", "--tree", str(repo), "--plan", plan),
+                                                             _cold(env, cache))
                                                      for _ in range(args.runs)])))
-        series = rewriter("series", "--tree", str(repo), "-o", str(work / "out"), "--force",
+        series = rewriter("series", "--tree", str(repo), "-o", str(work / "out"), "--force", "--plan", plan,
                           "--author", "rewriter bench <bench@example.invalid>")
         step("rewriter series (cold)")
         rows.append(("rewriter series (cold)", median([measure(series, _cold(env, cache))
