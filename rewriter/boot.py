@@ -29,7 +29,6 @@ pmd_same() failure path was never forced, or when a kernel does not boot.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -600,12 +599,8 @@ def boot_series(series, say=None, jobs: int | None = None, cache: Path | None = 
     tools = require_tools()
     cache = cache or kbuild.default_cache()
     cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".boot-lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"waiting for another rewriter check --boot to finish with {cache}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with kbuild.one_at_a_time(cache / ".boot-lock", say,
+                              f"waiting for another rewriter check --boot to finish with {cache}"):
         return _boot_series(series, say, jobs or os.cpu_count() or 1, cache, every, accel, rounds, race_seconds,
                             function, tools)
 

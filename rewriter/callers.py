@@ -165,7 +165,7 @@ class Walker:
             if fn in global_names:
                 files = sorted({h[0] for h in hits.get(fn, []) if h[0].endswith((".c", ".h"))})
                 # A file with a static function of the same name calls its own.
-                files = [f for f in files if f == path or not self._defines_static(fn, f)]
+                files = [f for f in files if f == path or not self._is_static(fn, f)]
             else:
                 files = [path]
             refs: list[_Ref] = []
@@ -174,9 +174,6 @@ class Walker:
             self._refs[(fn, path)] = refs
 
     def _is_static(self, fn: str, path: str) -> bool:
-        return defines_static(self.text(path), fn)
-
-    def _defines_static(self, fn: str, path: str) -> bool:
         return defines_static(self.text(path), fn)
 
     def _refs_in(self, fn: str, path: str, home: str) -> list[_Ref]:
@@ -236,10 +233,7 @@ class Walker:
                 units[name] = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
                 targets[name] = {pos}
                 callees.add(self._callee_at(path, pos))
-            rule = cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table(targets),
-                                takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
-                                callees=sorted(callees))
-            res = self.runner.run_together(rule, units, MARKER, label="writelocked")
+            res = self.runner.run_together(_rule(targets, callees), units, MARKER, label="writelocked")
             self.spatch_runs += 1
             failing = {(r["file"], tuple(r["at"])) for r in res.records}
             for n, (path, fn, pos) in enumerate(todo):
@@ -252,11 +246,8 @@ class Walker:
     def _ask_one(self, path: str, fn: str, pos: tuple[int, int]) -> bool:
         """The question for one call, of its file alone; no answer (an
         error) counts as not held, which only costs a recheck."""
-        rule = cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table({path: {pos}}),
-                            takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
-                            callees=[self._callee_at(path, pos)])
         data = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
-        res = self.runner.quiet().run(rule, {path: data}, MARKER)[0]
+        res = self.runner.quiet().run(_rule({path: {pos}}, {self._callee_at(path, pos)}), {path: data}, MARKER)[0]
         self.spatch_runs += 1
         return not res.error and not res.records
 
@@ -280,6 +271,13 @@ def _why(fn: str, ref: _Ref) -> str:
                      f"or ops table), whose callers the walk cannot follow",
             "macro": f"{fn}() does not hold it and is named in a macro in {ref.file}",
             "export": f"{fn}() does not hold it and is exported, so callers outside the tree may reach it"}[ref.kind]
+
+
+def _rule(targets: dict[str, set], callees: set[str]) -> str:
+    """writelocked.cocci.j2 for the calls in targets ({file: {(line, col)}})."""
+    return cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table(targets),
+                        takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
+                        callees=sorted(callees))
 
 
 def _table(targets: dict[str, set]) -> str:

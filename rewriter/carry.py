@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import kernel_api as api
-from rewriter.clex import _definitions_of, closing, column, defines_static, render, tokens
+from rewriter.clex import _definitions_of, closing, column, defines_static, render, split_top, tokens
 
 
 @dataclass(frozen=True)
@@ -116,18 +116,7 @@ def _match(toks, i: int) -> int:
 
 
 def _split_args(toks) -> list[list[str]]:
-    out: list[list[str]] = [[]]
-    depth = 0
-    for t in toks:
-        if t.text in ("(", "[", "{"):
-            depth += 1
-        elif t.text in (")", "]", "}"):
-            depth -= 1
-        if t.text == "," and depth == 0:
-            out.append([])
-        else:
-            out[-1].append(t.text)
-    return out
+    return split_top([t.text for t in toks], ",")
 
 
 def _substitute(expr: tuple[str, ...], subst: dict[str, tuple[str, ...]]) -> tuple[str, ...]:

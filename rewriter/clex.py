@@ -103,18 +103,24 @@ def split_args(text: str | None) -> list[tuple[str, ...]]:
     """Split an argument list "a , f ( b , c ) , d" at top-level commas."""
     if not text or text == "None":
         return []
-    args: list[list[str]] = [[]]
+    return [tuple(a) for a in split_top(expr_tokens(text), ",")]
+
+
+def split_top(texts, sep: str) -> list[list[str]]:
+    """The token texts split at each sep outside brackets ("," between
+    arguments, "||" between the parts of a condition)."""
+    parts: list[list[str]] = [[]]
     depth = 0
-    for tok in expr_tokens(text):
-        if tok in "([{":
+    for tok in texts:
+        if tok in ("(", "[", "{"):
             depth += 1
-        elif tok in ")]}":
+        elif tok in (")", "]", "}"):
             depth -= 1
-        if tok == "," and depth == 0:
-            args.append([])
+        if tok == sep and depth == 0:
+            parts.append([])
         else:
-            args[-1].append(tok)
-    return [tuple(a) for a in args]
+            parts[-1].append(tok)
+    return parts
 
 
 def find(haystack: tuple[str, ...], needle: tuple[str, ...]) -> list[int]:

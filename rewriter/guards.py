@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rewriter import kernel_api as api
-from rewriter.clex import closing, tokens
+from rewriter.clex import closing, split_top, tokens
 
 Pos = tuple[int, int]
 
@@ -33,7 +33,7 @@ class Exit:
     line: int
     entry: tuple[str, ...]  # the tested expression, as tokens
     proves: str  # "not_none" (after it the entry is not none) or "none"
-    block: tuple[int, int]  # token indexes of the { } block holding the if
+    block: tuple[int, int]  # the lines of the { } block holding the if
 
 
 def exits(source: str, first_line: int, last_line: int) -> list[Exit]:
@@ -53,24 +53,23 @@ def exits(source: str, first_line: int, last_line: int) -> list[Exit]:
         branch_end = _statement_end(toks, close + 1)
         if branch_end is None or not _leaves(toks, close + 1, branch_end):
             continue
-        block = max((b for b in blocks if b[0] < i < b[1]), key=lambda b: b[0], default=(0, len(toks)))
+        a, b = max((b for b in blocks if b[0] < i < b[1]), key=lambda b: b[0], default=(0, len(toks) - 1))
         for entry, proves in _tests(cond):
-            out.append(Exit(t.line, entry, proves, block))
+            out.append(Exit(t.line, entry, proves, (toks[a].line, toks[b].line)))
     return out
 
 
-def encloses(source: str, ex: Exit, line: int) -> bool:
+def encloses(ex: Exit, line: int) -> bool:
     """The block that holds the test also holds line, after the test."""
-    toks = [t for t in tokens(source) if not t.preproc and t.kind != "comment"]
-    a, b = ex.block
-    return toks[a].line <= line <= toks[min(b, len(toks) - 1)].line and line > ex.line
+    first, last = ex.block
+    return first <= line <= last and line > ex.line
 
 
 def _tests(cond: list[str]) -> list[tuple[tuple[str, ...], str]]:
     """(entry, what leaving on this condition proves of it after the if)."""
     cond = _strip(cond)
     out = []
-    for part in _split(cond, "||"):
+    for part in split_top(cond, "||"):
         part = _strip(part)
         negated = False
         while part[:1] == ["!"]:
@@ -83,7 +82,7 @@ def _tests(cond: list[str]) -> list[tuple[tuple[str, ...], str]]:
             out.append((arg, "none" if negated else "not_none"))
         elif name in api.NOT_NONE_IF_TRUE and negated:
             out.append((arg, "not_none"))
-    if len(_split(cond, "||")) > 1:
+    if len(split_top(cond, "||")) > 1:
         # leaving when any part holds: a part that proves "none" proves nothing
         out = [(e, p) for e, p in out if p == "not_none"]
     return out
@@ -111,21 +110,6 @@ def _closing(toks: list[str], i: int) -> int | None:
             if depth == 0:
                 return j
     return None
-
-
-def _split(toks: list[str], op: str) -> list[list[str]]:
-    parts: list[list[str]] = [[]]
-    depth = 0
-    for t in toks:
-        if t in "([{":
-            depth += 1
-        elif t in ")]}":
-            depth -= 1
-        if t == op and depth == 0:
-            parts.append([])
-        else:
-            parts[-1].append(t)
-    return parts
 
 
 def _statement_end(toks, i: int) -> int | None:

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -742,13 +743,21 @@ def build_series(series, say=None, jobs: int | None = None, cache: Path | None =
     cache = cache or default_cache()
     cache.mkdir(parents=True, exist_ok=True)
     # One build at a time: they share the exported source.
-    with open(cache / ".lock", "w") as lock:
+    with one_at_a_time(cache / ".lock", say, f"waiting for another rewriter check --build to finish with {cache}"):
+        return _build_series(series, say, jobs, cache, function)
+
+
+@contextmanager
+def one_at_a_time(lock_file: Path, say, waiting: str):
+    """Hold an exclusive flock on lock_file for the block; when another
+    process holds it, say waiting and wait for it."""
+    with open(lock_file, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            say(f"waiting for another rewriter check --build to finish with {cache}")
+            say(waiting)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_series(series, say, jobs, cache, function)
+        yield
 
 
 def _build_series(series, say, jobs: int | None, cache: Path, function: str) -> BuildReport:

@@ -413,7 +413,7 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
             params.append({"pos": _definition_pos(source, site.function), "function": site.function,
                            "index": carried.param_index, "code": f"pmd_t *{name}"})
             for cl in carried.sites:
-                _carry_to(cl, carried, shapes[cl.function], source, lines, taken, decls, first_stmt_decls,
+                _carry_to(cl, carried, shapes[cl.function], source, taken, locals_done, decls, first_stmt_decls,
                           inserts, removals, lock_args, call_edits)
         else:
             name = _fresh(_pmdval_name(site), used)
@@ -443,22 +443,17 @@ def _definition_pos(source: str, function: str) -> Pos:
     return (max(1, first - 1), 0)
 
 
-def _carry_to(cl, carried, shape: Shape, source: str, lines: list[str], taken: dict, decls: list[dict],
-              first_stmt_decls: list[dict], inserts: list[dict], removals: list[dict], lock_args: list[dict],
-              call_edits: list[dict]) -> None:
+def _carry_to(cl, carried, shape: Shape, source: str, taken: dict[str, set[str]],
+              locals_done: dict[tuple[str, str], str], decls: list[dict], first_stmt_decls: list[dict],
+              inserts: list[dict], removals: list[dict], lock_args: list[dict], call_edits: list[dict]) -> None:
     """The caller's side of a carried pmd value: a pmd_t local, passed to
     the call, and a recheck after the caller takes the handed-out lock."""
     used = taken.setdefault(cl.function, _identifiers(source, shape))
-    key = ("carry", cl.function)
-    name = taken.setdefault(key, _fresh("pmdval", used))  # one local per caller
-    if not any(d.get("code") == f"pmd_t {name};" and d["function"] == cl.function for d in decls + first_stmt_decls):
-        top = sorted(_top_level(shape.declarations), key=lambda d: d.start)
-        if top:
-            decls.append({"pos": top[-1].start, "code": f"pmd_t {name};", "function": cl.function})
-        else:
-            outer = _top_level(shape.statements)
-            first_stmt_decls.append({"pos": min(outer, key=lambda s: s.start).start, "code": f"pmd_t {name};",
-                                     "function": cl.function})
+    key = (cl.function, "carry")
+    if key not in locals_done:  # one local per caller, however many lock sites it has
+        locals_done[key] = _fresh("pmdval", used)
+        _declare_at_top(cl.function, shape, f"pmd_t {locals_done[key]};", decls, first_stmt_decls)
+    name = locals_done[key]
     if not any(e["pos"] == cl.call for e in call_edits):
         meta = [f"A{i + 1}" for i in range(len(cl.call_args))]
         meta.insert(carried.param_index, f"&{name}")
@@ -554,14 +549,21 @@ def _declare(site: Site, shape: Shape, lines: list[str], name: str, decls: list[
             if target[0] in expr_tokens(decl_text) and "(" not in decl_text:
                 decls.append({"pos": d.start, "code": code, "function": site.function})
                 return
+    _declare_at_top(site.function, shape, code, decls, first_stmt_decls, f"{site.file}:{site.line}: ")
+
+
+def _declare_at_top(function: str, shape: Shape, code: str, decls: list[dict], first_stmt_decls: list[dict],
+                    where: str = "") -> None:
+    """Place the declaration code after the function's own declarations,
+    or first in its body."""
+    top = sorted(_top_level(shape.declarations), key=lambda d: d.start)
     if top:
-        decls.append({"pos": top[-1].start, "code": code, "function": site.function})
+        decls.append({"pos": top[-1].start, "code": code, "function": function})
         return
     outer = _top_level(shape.statements)
     if not outer:
-        raise RewriteError(f"{site.file}:{site.line}: {site.function}(): cannot find where to declare {name}")
-    first_stmt_decls.append({"pos": min(outer, key=lambda s: s.start).start, "code": code,
-                             "function": site.function})
+        raise RewriteError(f"{where}{function}(): cannot find where to declare {code}")
+    first_stmt_decls.append({"pos": min(outer, key=lambda s: s.start).start, "code": code, "function": function})
 
 
 def _top_level(spans: list[Stmt]) -> list[Stmt]:
@@ -648,7 +650,7 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
                 release = [_replace_expr(r, lhs, rhs) for r in release]
         code = text.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
         for _pos, lhs, rhs, taker in moved:
-            if taker == lock or (n == 0 and len(v.lock_points) == 1):
+            if taker == lock:  # set once the recheck at its lock passed
                 code = code.rstrip("\n") + f"\n{lhs} = {rhs};"
         out.append({"pos": stmt.start, "code": code.rstrip("\n"), "function": site.function,
                     "why": f"{site.key}: recheck the pmd after the lock at line {lock[0]}"})
@@ -657,12 +659,11 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
 
 def _replace_expr(stmt: str, old: str, new: str) -> str:
     """stmt with the expression old (compared token by token) replaced by new."""
-    toks = [t for t in tokens(stmt)]
+    texts = [t.text for t in tokens(stmt)]
     want = [t.text for t in tokens(old)]
     out = []
     i = 0
-    texts = [t.text for t in toks]
-    while i < len(toks):
+    while i < len(texts):
         if texts[i:i + len(want)] == want and (i == 0 or texts[i - 1] in ("(", ",", "=")):
             out.append(new)
             i += len(want)

@@ -30,6 +30,8 @@ _grep_memo: dict[tuple[str, str], list[Hit]] = {}
 _grep_lock = threading.Lock()
 _blob_memo: dict[tuple[str, str, str], bytes] = {}
 _id_memo: dict[tuple[str, str, str], str] = {}
+_work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
+_work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
 GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
                "-c", "core.deltaBaseCacheLimit=16m")
 
@@ -76,7 +78,15 @@ class Tree:
         tracked file differs from the index by its stat data, no entry is
         skipped or assumed unchanged, and no attribute or setting converts
         files on checkout.  With any doubt, False (and the object store is
-        read).  Only read commands: the index is never refreshed."""
+        read).  Only read commands: the index is never refreshed.  Asked
+        once per process: the caller walk greps level by level, and each
+        grep would run the same git commands again."""
+        key = (self.repo.git_dir, self.rev)
+        if key not in _work_tree_memo:
+            _work_tree_memo[key] = self._work_tree_is_rev()
+        return _work_tree_memo[key]
+
+    def _work_tree_is_rev(self) -> bool:
         repo = self.repo
         try:
             if repo.bare or repo.git.rev_parse("HEAD") != self.rev:

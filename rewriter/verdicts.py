@@ -387,12 +387,7 @@ def exposed_assignments(facts: FileFacts, ctx: SiteContext, lock_points: tuple[P
 def stored_for_caller(facts: FileFacts, ctx: SiteContext) -> str | None:
     """The table is kept where the caller sees it: *param or param->member."""
     params = {p for p, _t in facts.params.get(ctx.site.function, {}).values()}
-    for p in ctx.pointers:
-        if p[:1] == ("*",) and len(p) == 2 and p[1] in params:
-            return render(p)
-        if len(p) >= 3 and p[0] in params and p[1] == "->":
-            return render(p)
-    return None
+    return next((render(p) for p in ctx.pointers if _caller_visible(p, params)), None)
 
 
 # ---------------------------------------------------------------- verdict
@@ -460,7 +455,7 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
 
     def judge(pos: Pos, entry: tuple[str, ...], text: str) -> None:
         names = _entry_aliases(entry, assigns)
-        tests = [x for x in exits if x.entry in names and x.line >= site.pos[0] and g.encloses(source, x, pos[0])]
+        tests = [x for x in exits if x.entry in names and x.line >= site.pos[0] and g.encloses(x, pos[0])]
         not_none = any(x.proves == "not_none" for x in tests) and not any(x.proves == "none" for x in tests)
         proof = next((x.line for x in tests if x.proves == "not_none"), 0) if not_none else 0
         found.append(Guard(pos, entry, not_none, text, proof))
