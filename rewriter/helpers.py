@@ -37,55 +37,18 @@ from dataclasses import dataclass
 import git
 
 from rewriter import cocci
-from rewriter import text as templates
 from rewriter.errors import InputError, RewriterError
+from rewriter.recipe import Names, Recipe
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import Tree
 
-OLD = "pte_offset_map_nolock"
-HEADER = "include/linux/mm.h"
-SOURCE = "mm/pgtable-generic.c"
-DOC = "Documentation/mm/split_page_table_lock.rst"
-FILES = (HEADER, SOURCE, DOC)
-C_FILES = (HEADER, SOURCE)
-
 FIND = "@@REWRITER-HELPERS@@"
-PMDVALP = "pmdvalp"  # the parameter the may-write variant adds
-PARAMS = ("mm", "pmd", "addr", "ptlp")  # as the templates call the old parameters
-BASE_TYPEDEFS = ("pmd_t", "pte_t", "spinlock_t")
 MAX_COLUMNS = 100  # no added line may be longer than this
 COMMENT_WIDTH = (72, 80)  # prose is wrapped to its comment's width, within these bounds
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPEDEF_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*_t\b")
-
-
-@dataclass(frozen=True)
-class Names:
-    """The full names of the read-only and of the may-write variant."""
-
-    readonly: str
-    maywrite: str
-
-    @classmethod
-    def parse(cls, text: str) -> Names:
-        """'A,B' -> pte_offset_map_A_nolock, pte_offset_map_B_nolock."""
-        hint = "give two different words separated by a comma, such as 'readonly,maywrite' or 'ro,rw'"
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise InputError(f"names {text!r}: {hint}")
-        full = [f"pte_offset_map_{word}_nolock" for word in parts]
-        for word, name in zip(parts, full):
-            if not _IDENTIFIER.fullmatch(name):
-                raise InputError(f"names {text!r}: {name!r} is not a C identifier; "
-                                 f"use only letters, digits and '_' in {word!r}")
-        if full[0] == full[1]:
-            raise InputError(f"names {text!r}: both functions would be called {full[0]}; {hint}")
-        return cls(*full)
-
-
-DEFAULT_NAMES = Names("pte_offset_map_readonly_nolock", "pte_offset_map_maywrite_nolock")
 
 
 def check_names_free(tree: Tree, names: Names) -> None:
@@ -113,7 +76,7 @@ class _Old:
     body: str  # the lines between the braces of the definition
 
 
-def introduce(tree: Tree, runner: Runner, names: Names, old: str = OLD) -> dict[str, bytes]:
+def introduce(tree: Tree, runner: Runner, names: Names, recipe: Recipe) -> dict[str, bytes]:
     """The new contents of the files that get the two new functions.
 
     The originals are read from tree at its revision; the result maps each
@@ -122,40 +85,42 @@ def introduce(tree: Tree, runner: Runner, names: Names, old: str = OLD) -> dict[
     """
     runner.check_spatch()
     check_names_free(tree, names)
-    files = {path: _read(tree, path) for path in FILES}
-    found = _find_old(runner, files, old)
-    values = dict(found.params, pmdvalp=PMDVALP)
+    old, (HEADER, SOURCE, DOC) = recipe.function, recipe.files
+    files = {path: _read(tree, path) for path in recipe.files}
+    found = _find_old(runner, files, recipe)
+    values = dict(found.params, **{recipe.inserted["name"]: recipe.inserted["name"]})
     c_text = {
-        "readonly_prototype": _render("helpers/readonly.c.j2", name=names.readonly, prototype=True, **values),
-        "maywrite_prototype": _render("helpers/maywrite.c.j2", name=names.maywrite, prototype=True, **values),
-        "readonly_definition": _render("helpers/readonly.c.j2", name=names.readonly, prototype=False,
+        "readonly_prototype": _render(recipe, "helpers/readonly.c.j2", name=names.readonly, prototype=True, **values),
+        "maywrite_prototype": _render(recipe, "helpers/maywrite.c.j2", name=names.maywrite, prototype=True, **values),
+        "readonly_definition": _render(recipe, "helpers/readonly.c.j2", name=names.readonly, prototype=False,
                                        body=found.body, **values),
-        "maywrite_definition": _render("helpers/maywrite.c.j2", name=names.maywrite, prototype=False, **values),
+        "maywrite_definition": _render(recipe, "helpers/maywrite.c.j2", name=names.maywrite, prototype=False, **values),
     }
-    typedefs = set(BASE_TYPEDEFS) | set(_TYPEDEF_NAME.findall(found.body))
-    rule = cocci.render("introduce.cocci.j2", step="apply", old=old,
+    typedefs = set(recipe.typedefs) | set(_TYPEDEF_NAME.findall(found.body))
+    rule = cocci.render("introduce.cocci.j2", step="apply", old=old, returns=_signature(recipe)["returns"],
                         readonly=names.readonly, maywrite=names.maywrite,
                         prototypes=repr({(HEADER, found.prototype_line)}),
                         definitions=repr({(SOURCE, found.definition_line)}),
                         typedefs=sorted(typedefs), **c_text)
-    out = _transform(runner, rule, files, "introduce")
+    out = _transform(runner, rule, files, "introduce", recipe.c_files)
     block = "{\n" + found.body + "\n}\n"
     if _text(out[SOURCE]).count(block) != _text(files[SOURCE]).count(block) + 1:
         raise RewriterError(f"{SOURCE}: spatch changed the layout of the body of {old}() when it copied it "
                             f"into {names.readonly}(); the definition needs to be added by hand")
-    for path in C_FILES:
+    for path in recipe.c_files:
         _check_added_lines(path, files[path], out[path])
 
-    comment = _render("helpers/comment.txt.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
+    comment = _render(recipe, "helpers/comment.txt.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
     out[SOURCE] = _add_paragraphs(SOURCE, out[SOURCE], old, comment.split("\n\n"))
-    entries = _render("helpers/doc.rst.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
+    entries = _render(recipe, "helpers/doc.rst.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
     out[DOC] = _add_doc_entries(DOC, files[DOC], old, entries)
     return out
 
 
-def _find_old(runner: Runner, files: dict[str, bytes], old: str) -> _Old:
-    rule = cocci.render("introduce.cocci.j2", step="find", old=old, marker=FIND)
-    results = runner.run(rule, {path: files[path] for path in C_FILES}, FIND, step="find")
+def _find_old(runner: Runner, files: dict[str, bytes], recipe: Recipe) -> _Old:
+    old, (HEADER, SOURCE) = recipe.function, recipe.c_files
+    rule = cocci.render("introduce.cocci.j2", step="find", old=old, marker=FIND, **_signature(recipe))
+    results = runner.run(rule, {path: files[path] for path in recipe.c_files}, FIND, step="find")
     records: dict[str, list[dict]] = {}
     for res in results:
         if res.error:
@@ -178,21 +143,30 @@ def _find_old(runner: Runner, files: dict[str, bytes], old: str) -> _Old:
                          f"{', '.join(map(str, others))}); expected one")
     definitions = [r for r in records[SOURCE] if r["kind"] == "definition"]
     if not definitions:
-        raise InputError(f"{SOURCE}:{others[0]}: {old}() does not take (struct mm_struct *, pmd_t *, "
-                         f"unsigned long, spinlock_t **), which the new functions are written for")
+        raise InputError(f"{SOURCE}:{others[0]}: {old}() does not take "
+                         f"({', '.join(p.type for p in recipe.params)}), which the new functions are written for")
     rec = definitions[0]
     line = rec["line"]
-    body = _body(_text(files[SOURCE]), rec["open"], rec["close"], line, old)
-    return _Old(prototypes[0], line, dict(zip(PARAMS, rec["params"])), body)
+    body = _body(_text(files[SOURCE]), rec["open"], rec["close"], line, old, SOURCE)
+    return _Old(prototypes[0], line, dict(zip((p.name for p in recipe.params), rec["params"])), body)
 
 
-def _body(text: str, open_pos: list[int], close_pos: list[int], line: int, old: str) -> str:
+def _signature(recipe: Recipe) -> dict[str, object]:
+    """The old function's return type and parameter list, as introduce.cocci
+    matches them (metavariables MM, PMD, ADDR, PTLP in the roles' order)."""
+    names = ("MM", "PMD", "ADDR", "PTLP")
+    spaced = [t if t.endswith("*") else t + " " for t in (recipe.returns, *(p.type for p in recipe.params))]
+    return {"returns": spaced[0], "signature": ", ".join(t + n for t, n in zip(spaced[1:], names)),
+            "typedefs": sorted(recipe.typedefs)}
+
+
+def _body(text: str, open_pos: list[int], close_pos: list[int], line: int, old: str, source: str) -> str:
     """The lines strictly between the braces, which must be on lines of their own."""
     lines = text.split("\n")
     (open_line, open_col), (close_line, close_col) = open_pos, close_pos
     if (lines[open_line - 1][open_col + 1:].strip() or lines[close_line - 1][:close_col].strip()
             or close_line - open_line < 2):
-        raise InputError(f"{SOURCE}:{line}: the braces of {old}() are not on lines of their own, "
+        raise InputError(f"{source}:{line}: the braces of {old}() are not on lines of their own, "
                          f"as the kernel style has them; lay the function out that way first")
     return "\n".join(lines[open_line:close_line - 1])
 
@@ -228,7 +202,7 @@ class Beside:
     (introduced, removed) or raises what they raised; wait() only joins,
     for a caller that fails first."""
 
-    def __init__(self, tree: Tree, runner: Runner, names: Names, old: str = OLD):
+    def __init__(self, tree: Tree, runner: Runner, names: Names, recipe: Recipe):
         # GitPython's Repo is not for two threads: this one reads through
         # a Repo of its own.
         self._tree = Tree(tree.path, tree.rev, git.Repo(tree.repo.git_dir))
@@ -237,8 +211,8 @@ class Beside:
 
         def work() -> None:
             try:
-                introduced = introduce(self._tree, runner, names, old=old)
-                self._done[:] = [introduced, remove(introduced, runner, names, old=old)]
+                introduced = introduce(self._tree, runner, names, recipe)
+                self._done[:] = [introduced, remove(introduced, runner, names, recipe)]
             except BaseException as exc:  # raised again in the caller's thread
                 self._failure.append(exc)
             finally:
@@ -270,12 +244,13 @@ class Beside:
         return introduced, removed
 
 
-def remove(files: dict[str, bytes], runner: Runner, names: Names, old: str = OLD) -> dict[str, bytes]:
+def remove(files: dict[str, bytes], runner: Runner, names: Names, recipe: Recipe) -> dict[str, bytes]:
     """Take the old function out of files, the contents after introduce().
 
     Removes its prototype, its definition, its paragraph of the block
     comment and its documentation entry; every other byte stays.
     """
+    old, (HEADER, SOURCE, DOC), FILES = recipe.function, recipe.files, recipe.files
     missing = [path for path in FILES if path not in files]
     if missing:
         raise InputError(f"cannot remove {old}() without {', '.join(missing)}")
@@ -285,11 +260,11 @@ def remove(files: dict[str, bytes], runner: Runner, names: Names, old: str = OLD
                 raise InputError(f"{path}: {name} is not there yet; introduce the new functions "
                                  f"before removing {old}()")
     runner.check_spatch()
-    spans = _find_removals(runner, files, old)
+    spans = _find_removals(runner, files, old, recipe.c_files)
     rule = cocci.render("remove.cocci.j2", step="apply", old=old,
                         prototypes=repr({(HEADER, *spans[HEADER].at)}),
                         definitions=repr({(SOURCE, *spans[SOURCE].at)}))
-    out = _transform(runner, rule, files, "remove")
+    out = _transform(runner, rule, files, "remove", recipe.c_files)
     for path, span in spans.items():
         out[path] = _keep_layout_before(path, files[path], out[path], span, old)
     out[SOURCE] = _remove_paragraph(SOURCE, out[SOURCE], old)
@@ -313,8 +288,9 @@ class _Span:
     end: tuple[int, int]  # line and column just after its last character
 
 
-def _find_removals(runner: Runner, files: dict[str, bytes], old: str) -> dict[str, _Span]:
+def _find_removals(runner: Runner, files: dict[str, bytes], old: str, c_files: tuple[str, str]) -> dict[str, _Span]:
     rule = cocci.render("remove.cocci.j2", step="find", old=old, marker=FIND)
+    HEADER, SOURCE = C_FILES = c_files
     results = runner.run(rule, {path: files[path] for path in C_FILES}, FIND, step="find")
     found: dict[str, set[_Span]] = {path: set() for path in C_FILES}
     for res in results:
@@ -400,8 +376,8 @@ def _read(tree: Tree, path: str) -> bytes:
                          f"is this a Linux tree?") from None
 
 
-def _render(template: str, **values: object) -> str:
-    return templates.render(template, **values).strip("\n")
+def _render(recipe: Recipe, template: str, **values: object) -> str:
+    return recipe.render(template, **values).strip("\n")
 
 
 def _text(data: bytes) -> str:
@@ -418,7 +394,8 @@ def _bytes(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def _transform(runner: Runner, rule: str, files: dict[str, bytes], what: str) -> dict[str, bytes]:
+def _transform(runner: Runner, rule: str, files: dict[str, bytes], what: str,
+               C_FILES: tuple[str, str]) -> dict[str, bytes]:
     """Run rule on the C files; each of them must change."""
     results = runner.transform(rule, {path: files[path] for path in C_FILES}, step=what)
     out = {}

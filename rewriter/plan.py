@@ -102,7 +102,8 @@ def dump(plan: Plan, scan: Scan) -> str:
                            for n, pos in enumerate(s.verdict.lock_points)] if s.verdict.recheck == "pmd_same" else [],
             "evidence": [{"line": ev.line, "text": ev.text} for ev in s.verdict.evidence],
         })
-    return text.render("plan.toml.j2", function=plan.function, tree=scan.tree, rev=scan.rev, calls=calls)
+    return text.render("plan.toml.j2", recipe=scan.recipe.name, function=plan.function, tree=scan.tree,
+                       rev=scan.rev, calls=calls)
 
 
 def load(path: str, scan: Scan) -> Plan:
@@ -127,6 +128,9 @@ def load(path: str, scan: Scan) -> Plan:
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         raise InputError(f"{path}: 'call' must be a list of [[call]] tables, one per call; "
                          f"write a new plan with 'rewriter plan'")
+    if scan.recipe is not None and data.get("recipe", scan.recipe.name) != scan.recipe.name:
+        raise InputError(f"{path}: the plan was made with the recipe {data.get('recipe')!r}, not "
+                         f"{scan.recipe.name!r}; pass --recipe {data.get('recipe')} or write a plan with this one")
     if data.get("function", scan.function) != scan.function:
         raise InputError(f"{path}: the plan is for {data.get('function')}(), not {scan.function}(); "
                          f"write a plan for it with 'rewriter plan'")

@@ -20,7 +20,11 @@ import unidiff
 
 from rewriter import helpers
 from rewriter.errors import InputError
-from rewriter.helpers import DOC, FILES, HEADER, SOURCE, Names
+from rewriter import recipe
+from rewriter.recipe import Names
+
+RECIPE = recipe.find(None)
+HEADER, SOURCE, DOC = FILES = RECIPE.files
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import open_tree
 
@@ -256,11 +260,11 @@ def _git_env() -> dict[str, str]:
     (" ro , rw ", "pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock"),
 ])
 def test_names_parse(text, readonly, maywrite):
-    assert Names.parse(text) == Names(readonly, maywrite)
+    assert RECIPE.names(text) == Names(readonly, maywrite)
 
 
 def test_default_names():
-    assert helpers.DEFAULT_NAMES == Names.parse("readonly,maywrite") == DEFAULT
+    assert RECIPE.default_names == RECIPE.names("readonly,maywrite") == DEFAULT
 
 
 @pytest.mark.parametrize("text, message", [
@@ -277,7 +281,7 @@ def test_default_names():
 ])
 def test_names_parse_refuses(text, message):
     with pytest.raises(InputError) as info:
-        Names.parse(text)
+        RECIPE.names(text)
     shown = str(info.value)
     assert message in shown
     assert f"names {text!r}" in shown
@@ -329,8 +333,8 @@ def fixture_run(tmp_path_factory, tools):
     repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path_factory.mktemp("helpers") / "linux")
     run = Runner(jobs=2)
     orig = originals(repo)
-    intro = helpers.introduce(open_tree(repo), run, DEFAULT)
-    gone = helpers.remove({**orig, **intro}, run, DEFAULT)
+    intro = helpers.introduce(open_tree(repo), run, DEFAULT, RECIPE)
+    gone = helpers.remove({**orig, **intro}, run, DEFAULT, RECIPE)
     return orig, intro, gone
 
 
@@ -370,7 +374,7 @@ def test_introduce_is_clean(fixture_run, tmp_path, tools):
 
 
 def test_introduce_short_names(scratch_repo, runner):
-    intro = helpers.introduce(open_tree(scratch_repo), runner, SHORT)
+    intro = helpers.introduce(open_tree(scratch_repo), runner, SHORT, RECIPE)
     orig = originals(scratch_repo)
     assert added(patched(orig[HEADER], intro[HEADER], HEADER)) == [
         "pte_t *pte_offset_map_ro_nolock(struct mm_struct *mm, pmd_t *pmd,",
@@ -433,39 +437,39 @@ def test_introduce_refuses_taken_names(scratch_repo, runner, tools):
     edit(scratch_repo, tools, DOC, " - pte_unmap_unlock()", " - pte_offset_map_ro_nolock()")
     with pytest.raises(InputError, match=r"^pte_offset_map_ro_nolock already occurs in .*"
                                          r"\(Documentation/mm/split_page_table_lock.rst:\d+\)"):
-        helpers.introduce(open_tree(scratch_repo), runner, SHORT)
+        helpers.introduce(open_tree(scratch_repo), runner, SHORT, RECIPE)
 
 
 def test_introduce_refuses_a_tree_without_the_prototype(scratch_repo, runner, tools):
     edit(scratch_repo, tools, HEADER, FIXTURE_OLD_PROTOTYPE[0] + "\n", "")
     with pytest.raises(InputError, match=r"^include/linux/mm.h: no prototype of pte_offset_map_nolock\(\)"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
 
 
 def test_introduce_refuses_another_signature(scratch_repo, runner, tools):
     edit(scratch_repo, tools, SOURCE, "\t\t\t     unsigned long addr, spinlock_t **ptlp)\n{",
          "\t\t\t     unsigned int addr, spinlock_t **ptlp)\n{")
     with pytest.raises(InputError, match=r"^mm/pgtable-generic.c:\d+: pte_offset_map_nolock\(\) does not take"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
 
 
 def test_introduce_refuses_a_missing_paragraph(scratch_repo, runner, tools):
     edit(scratch_repo, tools, SOURCE, " * pte_offset_map_nolock(mm, pmd, addr, ptlp) maps",
          " * This function maps")
     with pytest.raises(InputError, match=r"^mm/pgtable-generic.c: no comment paragraph starts with"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
 
 
 def test_introduce_refuses_overlong_lines(scratch_repo, runner):
     word = "x" * 60
     with pytest.raises(InputError, match=r"columns wide \(at most 100\); choose shorter names"):
-        helpers.introduce(open_tree(scratch_repo), runner, Names.parse(f"ro,{word}"))
+        helpers.introduce(open_tree(scratch_repo), runner, RECIPE.names(f"ro,{word}"), RECIPE)
 
 
 def test_remove_refuses_before_introduce(fixture_run, runner):
     orig, _intro, _gone = fixture_run
     with pytest.raises(InputError, match="pte_offset_map_readonly_nolock is not there yet"):
-        helpers.remove(orig, runner, DEFAULT)
+        helpers.remove(orig, runner, DEFAULT, RECIPE)
 
 
 def test_remove_refuses_while_still_used(fixture_run, runner):
@@ -474,13 +478,13 @@ def test_remove_refuses_while_still_used(fixture_run, runner):
               b"\treturn pte_offset_map_nolock(mm, pmd, 0, ptlp) != NULL;\n}\n")
     files = {**intro, SOURCE: intro[SOURCE] + caller}
     with pytest.raises(InputError, match=r"^mm/pgtable-generic.c:\d+: pte_offset_map_nolock is still named"):
-        helpers.remove(files, runner, DEFAULT)
+        helpers.remove(files, runner, DEFAULT, RECIPE)
 
 
 def test_remove_needs_all_three_files(fixture_run, runner):
     _orig, intro, _gone = fixture_run
     with pytest.raises(InputError, match="without Documentation/mm/split_page_table_lock.rst"):
-        helpers.remove({HEADER: intro[HEADER], SOURCE: intro[SOURCE]}, runner, DEFAULT)
+        helpers.remove({HEADER: intro[HEADER], SOURCE: intro[SOURCE]}, runner, DEFAULT, RECIPE)
 
 
 # --------------------------------------------------------------------------
@@ -544,8 +548,8 @@ def kernel_run(kernel_tree):
     run = Runner()
     tree = open_tree(kernel_tree)
     orig = {path: tree.read(path) for path in FILES}
-    intro = helpers.introduce(tree, run, DEFAULT)
-    gone = helpers.remove({**orig, **intro}, run, DEFAULT)
+    intro = helpers.introduce(tree, run, DEFAULT, RECIPE)
+    gone = helpers.remove({**orig, **intro}, run, DEFAULT, RECIPE)
     return orig, intro, gone
 
 

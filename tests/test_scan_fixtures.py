@@ -562,7 +562,7 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
         return FileResult(label, (), error="spatch failed: injected")
 
     monkeypatch.setattr(Runner, "run_together", failing)
-    result = scan.scan(open_tree(fixture_repo), Runner())
+    result = scan.scan(open_tree(fixture_repo), Runner(), recipe.find(None))
     assert failed and any(len(files) > 1 for files in failed)
     assert not result.errors
     assert ({(s.file, s.line, s.verdict.verdict, s.verdict.recheck) for s in result.sites}

@@ -743,8 +743,9 @@ def test_prefix_from_the_path():
 
 def test_braced_names_and_default_branch():
     assert series.braced("pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock") == "pte_offset_map_{ro|rw}_nolock"
-    from rewriter.helpers import Names
-    assert series.default_branch(Names.parse("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
+    from rewriter import recipe
+    r = recipe.find(None)
+    assert series.default_branch(r, r.names("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
 
 
 def test_reflow_wraps_paragraphs_and_lists_and_keeps_tables():
