@@ -103,6 +103,20 @@ def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
     _add_run_args(p)
 
 
+def _recipe(args: argparse.Namespace):
+    """--recipe; without it, the recipe a --plan was made with, else the
+    default.  A --plan made with another recipe than --recipe is refused
+    before any work."""
+    recorded = plan_mod.recorded_recipe(args.plan) if getattr(args, "plan", None) else None
+    if args.recipe is None and recorded is not None:
+        return recipe_mod.find(recorded)
+    chosen = recipe_mod.find(args.recipe)
+    if recorded is not None and recorded != chosen.name:
+        raise InputError(f"{args.plan}: the plan was made with the recipe {recorded!r}, not {chosen.name!r}; "
+                         f"pass --recipe {recorded}, or write a plan with this one")
+    return chosen
+
+
 def _caller_depth(args: argparse.Namespace) -> int:
     depth = getattr(args, "caller_depth", callers.DEPTH)
     if depth < 0:
@@ -132,7 +146,7 @@ def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True):
     as it is and says so in a note."""
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    recipe = recipe_mod.find(args.recipe)
+    recipe = _recipe(args)
     names = recipe.names(args.names)
     # One pass of git grep over the tree for the old name and the new ones.
     scan_mod.grep(tree, runner, (recipe.function, names.readonly, names.maywrite))
@@ -556,7 +570,7 @@ def cmd_series(args: argparse.Namespace) -> int:
     opts = series.Options(out_dir=args.output_directory, version=args.reroll_count, branch=args.branch,
                           subject_prefix=args.subject_prefix, to=tuple(args.to), cc=tuple(args.cc),
                           force=args.force, author=args.author, testing=args.testing, b4=args.b4,
-                          recipe=recipe_mod.find(args.recipe))
+                          recipe=_recipe(args))
     # The refusals (existing branch, output directory, addresses, no
     # previous version) come before the scan.
     names = opts.recipe.names(args.names)

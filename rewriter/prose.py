@@ -48,12 +48,20 @@ def reflow(text: str, width: int = WIDTH) -> str:
 
 
 def sentence(text: str) -> str:
-    """A plan reason as a sentence: capital first letter, final full stop."""
+    """A plan reason as a sentence: capital first letter, final full stop.
+    A sentence that starts with a C name keeps it as it is."""
     text = " ".join(text.split())
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    if not is_c_name(text.split()[0]):
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def is_c_name(word: str) -> bool:
+    """widget_same(), pte_same, *ptlp: a word that names code, whose case is
+    not the sentence's to change."""
+    return bool(re.match(r"^[*&]?[A-Za-z_]\w*(\(\))?[,.;:]?$", word)) and ("_" in word or "(" in word or word[0] in "*&")
 
 
 def clause(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Knowledge:
     write_lock_droppers: tuple[str, ...]
     exporters: tuple[str, ...]
     mapper_prefixes: tuple[str, ...]
+    unmap: str  # unmaps the table ([release] of recipe.toml)
+    unmap_unlock: str  # unlocks and unmaps it
 
     def is_debug_macro(self, name: str) -> bool:
         """BUG_ON(), WARN_ON_ONCE() ...: evaluate, never write."""
@@ -87,6 +90,8 @@ class Recipe:
     typedefs: tuple[str, ...]
     release: dict[str, str]  # unmap_unlock, unmap
     branch: str
+    why: dict[str, str]  # the cover letter's word or two for each basis of a verdict
+    reasons: dict[str, str]  # a plan's default reason for each kind of verdict
     api: Knowledge = field(repr=False)
 
     # -- names -------------------------------------------------------------
@@ -164,8 +169,15 @@ def _digest(folder: Path) -> str:
 
 
 def available() -> list[Path]:
-    """The folders of the recipes that come with rewriter."""
-    return sorted(p.parent for p in RECIPES_DIR.glob("*/recipe.toml"))
+    """The folders of the recipes that come with rewriter, then those in the
+    folders that REWRITER_RECIPES names (separated by ':'), by name; a
+    name found twice is the first one's."""
+    places = [RECIPES_DIR] + [Path(p) for p in os.environ.get("REWRITER_RECIPES", "").split(os.pathsep) if p]
+    found: dict[str, Path] = {}
+    for place in places:
+        for folder in sorted(p.parent for p in place.glob("*/recipe.toml")):
+            found.setdefault(folder.name, folder)
+    return list(found.values())
 
 
 def find(choice: str | None) -> Recipe:
@@ -220,14 +232,16 @@ def _parse(folder: Path) -> Recipe:
             debug_macro_words=tuple(api["debug_macro_words"]),
             write_lock_takers=tuple(api["write_lock_takers"]),
             write_lock_droppers=tuple(api["write_lock_droppers"]), exporters=tuple(api["exporters"]),
-            mapper_prefixes=tuple(api["mapper_prefixes"]))
+            mapper_prefixes=tuple(api["mapper_prefixes"]), unmap=data["release"]["unmap"],
+            unmap_unlock=data["release"]["unmap_unlock"])
         return Recipe(
             name=data["recipe"]["name"], folder=folder, summary=data["recipe"]["summary"],
             function=fn["name"], returns=fn["returns"], params=params, pattern=variants["pattern"],
             default_words=tuple(variants["default"]), other_words=tuple(tuple(w) for w in variants["others"]),
             inserted=dict(inserted), declare=files["declare"], define=files["define"],
             document=files["document"], typedefs=tuple(files["typedefs"]), release=dict(data["release"]),
-            branch=data["series"]["branch"], api=knowledge)
+            branch=data["series"]["branch"], why=dict(data["series"]["why"]),
+            reasons=dict(data["reasons"]), api=knowledge)
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: missing or wrong entry {exc}; see "
                          f"{RECIPES_DIR / DEFAULT / 'recipe.toml'} for the form") from None

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from rewriter import cocci
+from rewriter import cocci, prose
 from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
 from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
@@ -464,7 +464,7 @@ def _carry_to(cl, carried, shape: Shape, source: str, taken: dict[str, set[str]]
     if stmt is None:
         raise RewriteError(f"{cl.function}(): cannot place the recheck after the lock at line {cl.lock[0]}")
     release = [f"{recipe.release['unmap_unlock']}({cl.table}, {cl.local});", f"{cl.table} = NULL;"]
-    code = recipe.render("c/recheck.c.j2", pmdval=name, pmd=cl.pmd, release=release, action=[cl.action])
+    code = recipe.render("c/recheck.c.j2", value=name, parent=cl.pmd, release=release, action=[cl.action])
     if cl.moved is not None:
         pos, lhs, rhs = cl.moved
         removals.append({"pos": pos, "function": cl.function, "code": f"{lhs} = {rhs};"})
@@ -525,7 +525,8 @@ def _sentence(reason: str) -> str:
     reason = reason.strip()
     if not reason:
         return reason
-    reason = reason[0].upper() + reason[1:]
+    if not prose.is_c_name(reason.split()[0]):
+        reason = reason[0].upper() + reason[1:]
     return reason if reason.endswith(".") else reason + "."
 
 
@@ -651,7 +652,7 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
             release = _release(source, lines, site, shape, lock, action, target, recipe.release)
             for _pos, lhs, rhs, taker in moved:  # the lock is now taken through the value
                 release = [_replace_expr(r, lhs, rhs) for r in release]
-        code = recipe.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
+        code = recipe.render("c/recheck.c.j2", value=pmdval, parent=pmd, release=release, action=action)
         for _pos, lhs, rhs, taker in moved:
             if taker == lock:  # set once the recheck at its lock passed
                 code = code.rstrip("\n") + f"\n{lhs} = {rhs};"

@@ -144,7 +144,7 @@ def _load_scan(entry) -> tuple[Scan, tuple] | None:
                              and isinstance(stored[0], Scan))
 
 
-def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -> Verdict:
+def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict, recipe: Recipe) -> Verdict:
     """A call whose table can reach its caller mapped and unlocked: carry
     the pmd value to the callers' lock sites (rewriter.carry), or make the
     call a review that says why the tool cannot."""
@@ -158,7 +158,7 @@ def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -
             verdicts.Evidence(c.lock[0], f"{c.function}() takes the lock {site.function}() hands out: "
                                          f"{lines[c.lock[0] - 1].strip()}") for c in found.sites)
         return dataclasses.replace(v, carry=found, evidence=evidence, reasons=v.reasons + (
-            f"the pmd value goes to {where} through a new pmdvalp parameter, for a recheck where "
+            f"the pmd value goes to {where} through a new {recipe.inserted['name']} parameter, for a recheck where "
             f"{'they take' if len(found.sites) > 1 else 'it takes'} the lock",))
     question = (f"{site.function}() can return at line {v.hands_out} with the table still mapped and its lock "
                 f"not taken, so a caller that takes the lock later needs a recheck with the pmd value carried "
@@ -285,7 +285,7 @@ def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[st
             guards = verdicts.site_guards(facts, ctx, evs, texts[path])
             v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines, guards)
             if v.hands_out:
-                v = _carry(texts[path], facts, ctx, v)
+                v = _carry(texts[path], facts, ctx, v, recipe)
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,

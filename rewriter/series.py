@@ -304,7 +304,7 @@ def convert_message(recipe: Recipe, prefix: str, function: str, file: str, calls
     """(subject, body) of the commit that converts the calls, a list of
     (Site, plan Entry), of one function; kept: the tables of the calls of
     that function a person decided to leave as they are."""
-    values = [changelog.call_values(s, e, plan_mod.default_reason(s), recipe.api) for s, e in calls]
+    values = [changelog.call_values(s, e, plan_mod.default_reason(s, recipe), recipe.api) for s, e in calls]
     verdicts = {c["verdict"] for c in values}
     helper = (braced(names.readonly, names.maywrite) if verdicts == {"ro", "rw"}
               else names.maywrite if "rw" in verdicts else names.readonly)
@@ -527,13 +527,13 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
     settled = 0
     for n, p in enumerate(patches, 1):
         for s, e in p.calls:
-            c = changelog.call_values(s, e, plan_mod.default_reason(s), scan.recipe.api)
+            c = changelog.call_values(s, e, plan_mod.default_reason(s, scan.recipe), scan.recipe.api)
             several = len(p.calls) > 1 and c["target"]
             rows.append({"file": s.file, "function": f"{s.function}()" + (f", {c['target']}" if several else ""),
                          "verdict": e.verdict,
                          "recheck": e.recheck or "-", "patch": n,
                          "why": "to review" if c["basis"] == "review" and not e.decision
-                         else WHY.get(c["basis"], c["basis"])})
+                         else scan.recipe.why.get(c["basis"], c["basis"])})
             where = f"{s.function}() in {s.file}"
             if c["overridden"]:
                 settled += 1
@@ -560,7 +560,7 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
     rows.sort(key=lambda r: (r["patch"], r["file"]))
     questions = list(dict.fromkeys(questions))
     removes = bool(patches) and patches[-1].kind == "remove"
-    edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s))
+    edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s, scan.recipe))
     if settled or edited:
         plan_summary = (f"plan.toml is the plan the series follows (git show "
                         f"refs/rewriter/versions/v{record.version}:plan.toml in the tree the series was made "
@@ -586,17 +586,6 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
         "first_convert": 2, "last_convert": len(patches) - 1 if removes else len(patches),
         "removes": removes, "kept": kept, "all_calls": len(scan.sites) + len(scan.kept),
     }
-
-
-# The cover letter's table: why a call gets its variant, in a word or two.
-WHY = {
-    "reads": "only reads",
-    "pmd_same": "writes",
-    "pte_same": "pte_same() guard",
-    "mmap_write": "mmap_lock held for write",
-    "review": "settled by hand",
-    "plan": "settled by hand",
-}
 
 
 def api_authors(git: Git, base: str, scan: Scan, sender: Ident, last: int = 3) -> list[str]:

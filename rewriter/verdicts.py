@@ -521,7 +521,7 @@ def _helper_guards(facts: FileFacts, ctx: SiteContext, e: Event) -> list[Call]:
 
 def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
            summaries: dict[str, HelperSummary], lines: list[str], guards: list[Guard] | None = None) -> Verdict:
-    site = ctx.site
+    site, api = ctx.site, ctx.api
     guards = guards or []
     reach = {e.pos for e in events if (site.pos, e.pos) in paths.reach}
     after = [e for e in events if e.pos in reach]
@@ -603,7 +603,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             for gd in weak:
                 evidence.append(Evidence(gd.pos[0], f"{gd.text}, which may be none there: "
                                                     f"{_line(lines, gd.pos[0])}"))
-            reasons.append(f"the pte_same() check compares {render(weak[0].entry)}, which may be none on "
+            reasons.append(f"the {api.comparators[0]}() check compares {render(weak[0].entry)}, which may be none on "
                            f"the way to it; an empty table that replaced this one compares equal")
         elif writes_seen and guarded_all and not guards:
             guarded_all = False  # the checks seen compare entries of another table
@@ -614,7 +614,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                 evidence.append(Evidence(gd.proof, f"{render(gd.entry)} cannot be none after this test: "
                                                    f"{_line(lines, gd.proof)}"))
             entries = sorted({render(gd.entry) for gd in guards})
-            reasons.append(f"a pte_same() check after taking the lock guards every write, and the entry it "
+            reasons.append(f"a {api.comparators[0]}() check after taking the lock guards every write, and the entry it "
                            f"compares ({', '.join(entries)}) cannot be none there")
         ends = [e for e in after if e.kind in ("write", "unseen", "return", "exit")]
         # The recheck belongs after the first time the lock is taken: a lock
@@ -630,7 +630,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             # Once the table is unmapped, the mapping's RCU protection is
             # gone: a later lock on it needs a recheck of its own.
             unmaps = [c.pos for c in facts.calls_in(site.function)
-                      if c.name == "pte_unmap" and c.args and None in _refs_table(c.args[0], ctx)]
+                      if c.name == api.unmap and c.args and None in _refs_table(c.args[0], ctx)]
             relocks = tuple(sorted({l.pos for l in holding if l.pos not in lock_points
                                     and any(o < u < l.pos for o in lock_points for u in unmaps)}))
             if relocks:
@@ -653,7 +653,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                 target = render(site.target) if site.target else ""
                 # An exit right after the table is unmapped hands nothing out.
                 released = [c.pos[0] for c in facts.calls_in(site.function)
-                            if c.name in ("pte_unmap", "pte_unmap_unlock") and c.args
+                            if c.name in (api.unmap, api.unmap_unlock) and c.args
                             and None in _refs_table(c.args[0], ctx)]
                 open_exits = [x for x in (e for e in after if e.kind in ("return", "exit"))
                               if not held_by(x) and not _failure_exit(lines, x.pos[0], target)

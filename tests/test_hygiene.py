@@ -5,7 +5,6 @@ instead of rendering it as nothing."""
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
 
 import jinja2

@@ -28,7 +28,7 @@ def entry(s: Site, verdict: str | None = None, recheck: str | None = "same", rea
     v = s.verdict
     e = Entry(s.file, s.function, s.index, verdict or v.verdict, v.recheck if recheck == "same" else recheck, "")
     return Entry(e.file, e.function, e.index, e.verdict, e.recheck,
-                 reason if reason is not None else default_reason(s))
+                 reason if reason is not None else default_reason(s, RECIPE))
 
 
 def message(function: str, calls, file: str = "mm/memory.c", prefix: str = "mm:") -> tuple[str, str]:

@@ -550,7 +550,7 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
     """One spatch run takes each path question for many one-function files;
     when such a run fails, the question is asked again of each file of the
     tree as a whole, and the verdicts are the same."""
-    from rewriter import scan
+    from rewriter import recipe, scan
     from rewriter.runner import FileResult, Runner
     from rewriter.tree import open_tree
 
