@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jinja2
 
 from rewriter import cache
-
-COCCI_DIR = Path(__file__).resolve().parent.parent / "cocci"
+from rewriter.resources import COCCI_DIR
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(COCCI_DIR)),

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import textwrap
-from pathlib import Path
-
 import jinja2
 
 from rewriter import cache
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+from rewriter.resources import TEMPLATES_DIR
 
 
 def _toml(value: object) -> str:

@@ -14,6 +14,8 @@ from rewriter.plan import Entry, default_reason
 from rewriter.scan import Site
 from rewriter.verdicts import Evidence, Verdict
 
+pytestmark = pytest.mark.unit
+
 OLD = "pte_offset_map_nolock"
 NAMES = Names.parse("readonly,maywrite")
 RACE = "khugepaged's retract_page_tables() can free a PTE table without holding mmap_lock"
