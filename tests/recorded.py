@@ -21,6 +21,7 @@ mmap_lock walk, with the recorded answers in place of spatch.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,13 @@ def replay(rec: Recording) -> scan.Scan:
     sites = with_walks(sites, rec.walks, rec.depth)
     sites.sort(key=lambda s: (s.file, s.line, s.column))
     return scan.Scan("(recorded)", rec.rev, rec.function, tuple(sites), (), ())
+
+
+@functools.lru_cache(maxsize=None)
+def scanned(name: str) -> scan.Scan:
+    """replay() of tests/recorded/NAME.json, once per process (the 6.12
+    one costs a few tenths of a second)."""
+    return replay(load(name))
 
 
 def site_json(s: scan.Site) -> dict:

@@ -10,7 +10,6 @@ evidence follow."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 
 import pytest
@@ -22,9 +21,8 @@ from rewriter import callers, scan, verdicts
 pytestmark = pytest.mark.unit
 
 
-@functools.lru_cache(maxsize=None)
 def replayed(name: str) -> dict[str, scan.Site]:
-    return {s.key: s for s in recorded.replay(recorded.load(name)).sites}
+    return {s.key: s for s in recorded.scanned(name).sites}
 
 
 def classify(name: str, path: str, source: str | None = None, facts: list[dict] | None = None) -> dict:
