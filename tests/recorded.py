@@ -80,6 +80,7 @@ def shapes_from_records(records: list[dict]) -> dict[str, Shape]:
 @dataclass
 class RecordedFile:
     path: str
+    sha256: str  # of the whole file at the recorded rev
     source: str
     facts: list[dict]
     paths: verdicts.Paths
@@ -113,7 +114,7 @@ def load(name: str) -> Recording:
         if data.get("format") != FORMAT:
             raise AssertionError(f"tests/recorded/{name}.json has format {data.get('format')}, not {FORMAT}: "
                                  f"record it again (make record-facts)")
-        files = {path: RecordedFile(path, "\n".join(f["source"]), f["facts"], paths_from_json(f["paths"]),
+        files = {path: RecordedFile(path, f["sha256"], "\n".join(f["source"]), f["facts"], paths_from_json(f["paths"]),
                                     f.get("shape"))
                  for path, f in data["files"].items()}
         walks = dict(walk_from_json(w) for w in data["walks"])
