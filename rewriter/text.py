@@ -13,10 +13,7 @@ from pathlib import Path
 import jinja2
 
 from rewriter import cache
-
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-COCCI_DIR = ROOT / "cocci"
+from rewriter.resources import COCCI_DIR, TEMPLATES_DIR
 
 
 def _toml(value: object) -> str:

@@ -259,10 +259,12 @@ def _git_env() -> dict[str, str]:
     ("r1,w_2", "pte_offset_map_r1_nolock", "pte_offset_map_w_2_nolock"),
     (" ro , rw ", "pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock"),
 ])
+@pytest.mark.unit
 def test_names_parse(text, readonly, maywrite):
     assert RECIPE.names(text) == Names(readonly, maywrite)
 
 
+@pytest.mark.unit
 def test_default_names():
     assert RECIPE.default_names == RECIPE.names("readonly,maywrite") == DEFAULT
 
@@ -279,6 +281,7 @@ def test_default_names():
     ("ro,r\u00e9", "is not a C identifier"),
     ("ro,ro", "both functions would be called pte_offset_map_ro_nolock"),
 ])
+@pytest.mark.unit
 def test_names_parse_refuses(text, message):
     with pytest.raises(InputError) as info:
         RECIPE.names(text)

@@ -10,6 +10,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PACKAGE = Path(__file__).resolve().parent.parent / "rewriter"
 SOURCES = sorted(PACKAGE.glob("*.py"))
 

@@ -14,6 +14,8 @@ from rewriter.plan import Entry, default_reason
 from rewriter.scan import Site
 from rewriter.verdicts import Evidence, Verdict
 
+pytestmark = pytest.mark.unit
+
 OLD = "pte_offset_map_nolock"
 RECIPE = recipe.find(None)
 NAMES = RECIPE.names("readonly,maywrite")

@@ -116,6 +116,7 @@ def count_near(labels: str, number: int, text: str) -> bool:
 # the fixtures themselves (no rewriter needed)
 # --------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_manifest_matches_fixture_sources(manifest, fixture_sources):
     """Every call in the tree has exactly one manifest entry, and every other
     line naming the API is a manifest mention."""
@@ -154,6 +155,7 @@ def test_manifest_matches_fixture_sources(manifest, fixture_sources):
         f"{sorted((call_lines | mention_lines) - occurrences)}")
 
 
+@pytest.mark.unit
 def test_broken_fixture_names_the_api(tools):
     text = (tools.BROKEN_DIR / "mm" / "fixture_broken.c").read_text()
     assert f"{API}(" in text
