@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewriter import callers, scan, verdicts
+from rewriter import callers, recipe, scan, verdicts
 from rewriter.facts import FileFacts, parse
 from rewriter.rewrite import Shape, Stmt
 from rewriter.runner import Runner
@@ -37,6 +37,10 @@ PATH_KINDS = ("reach", "after", "held", "unguarded")
 
 
 # --------------------------------------------------------------- the format
+
+# The recipe the recordings were made with.
+RECIPE = recipe.find(None)
+
 
 def paths_to_json(paths: verdicts.Paths) -> dict:
     return {kind: sorted([list(a), list(b)] for a, b in getattr(paths, kind)) for kind in PATH_KINDS}
@@ -129,7 +133,7 @@ class RecordedWalker:
 
     answers: dict = {}
 
-    def __init__(self, tree, runner, depth=callers.DEPTH):
+    def __init__(self, tree, runner, api, depth=callers.DEPTH):
         self.depth = depth
 
     def write_locked(self, items):
@@ -145,8 +149,8 @@ def classify_file(rec: Recording, f: RecordedFile, paths: verdicts.Paths | None 
     the mmap_lock walk; paths and source replace the recorded ones."""
     text = f.source if source is None else source
     facts = f.parsed()
-    summaries = verdicts.summarise_helpers(facts)
-    contexts = [verdicts.site_context(facts, s, rec.function) for s in facts.sites]
+    summaries = verdicts.summarise_helpers(facts, RECIPE.api)
+    contexts = [verdicts.site_context(facts, s, rec.function, RECIPE.api) for s in facts.sites]
     events = [verdicts.site_events(facts, ctx, summaries) for ctx in contexts]
     lines = text.splitlines()
     in_macros = scan._macro_lines(text, rec.function)
@@ -158,7 +162,7 @@ def classify_file(rec: Recording, f: RecordedFile, paths: verdicts.Paths | None 
         guards = verdicts.site_guards(facts, ctx, evs, text)
         v = verdicts.decide(facts, ctx, evs, f.paths if paths is None else paths, summaries, lines, guards)
         if v.hands_out:
-            v = scan._carry(text, facts, ctx, v)
+            v = scan._carry(text, facts, ctx, v, RECIPE)
         idx = per_fn.get(ctx.site.function, 0)
         per_fn[ctx.site.function] = idx + 1
         out.append(scan.Site(f.path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
@@ -171,7 +175,7 @@ def with_walks(sites: list[scan.Site], walks: dict, depth: int = callers.DEPTH) 
     saved_walker, saved_answers = callers.Walker, RecordedWalker.answers
     callers.Walker, RecordedWalker.answers = RecordedWalker, walks
     try:
-        out, _walked = scan._write_locked(None, Runner(jobs=1), sites, depth)
+        out, _walked = scan._write_locked(None, Runner(jobs=1), sites, depth, RECIPE)
     finally:
         callers.Walker, RecordedWalker.answers = saved_walker, saved_answers
     return out
@@ -182,7 +186,7 @@ def replay(rec: Recording) -> scan.Scan:
     sites = [s for path in sorted(rec.files) for s in classify_file(rec, rec.files[path])]
     sites = with_walks(sites, rec.walks, rec.depth)
     sites.sort(key=lambda s: (s.file, s.line, s.column))
-    return scan.Scan("(recorded)", rec.rev, rec.function, tuple(sites), (), ())
+    return scan.Scan("(recorded)", rec.rev, rec.function, tuple(sites), (), (), recipe=RECIPE)
 
 
 @functools.lru_cache(maxsize=None)

@@ -45,7 +45,7 @@ def edits(name: str, path: str, chosen: plan.Plan) -> tuple[rewrite.FileEdits, l
     shapes = recorded.shapes_from_records(f.shape or [])
     for s in sites:
         shapes.setdefault(s.function, rewrite.Shape())
-    return rewrite.plan_file(path, f.source, sites, chosen, shapes), f.source.split("\n")
+    return rewrite.plan_file(path, f.source, sites, chosen, shapes, recorded.RECIPE), f.source.split("\n")
 
 
 def of(items, function: str) -> list[dict]:

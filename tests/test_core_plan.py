@@ -87,7 +87,7 @@ def test_keep_leaves_the_call_and_the_empty_reason_is_the_scans(tmp_path):
     loaded = load(tmp_path, text)
     assert plan.kept(loaded) == {UNPLACEABLE}
     first = next(s for s in fixture_scan().sites if s.key == FIRST)
-    assert loaded.entry(first).reason == plan.default_reason(first)
+    assert loaded.entry(first).reason == plan.default_reason(first, recorded.RECIPE)
 
 
 def test_a_verdict_the_plan_overrides(tmp_path):

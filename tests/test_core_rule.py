@@ -172,8 +172,8 @@ def test_guards_name_the_check_and_its_proof():
     rec = recorded.load("fixture")
     f = rec.file(GP)
     facts = f.parsed()
-    summaries = verdicts.summarise_helpers(facts)
-    ctx = verdicts.site_context(facts, facts.sites[0], rec.function)
+    summaries = verdicts.summarise_helpers(facts, recorded.RECIPE.api)
+    ctx = verdicts.site_context(facts, facts.sites[0], rec.function, recorded.RECIPE.api)
     events = verdicts.site_events(facts, ctx, summaries)
     [guard] = verdicts.site_guards(facts, ctx, events, f.source)
     assert (guard.pos[0], guard.entry, guard.not_none, guard.proof) == (24, ("orig",), True, 19)
@@ -235,7 +235,7 @@ def test_only_pmd_same_calls_are_walked():
     saved = callers.Walker
     callers.Walker = Asking
     try:
-        scan._write_locked(None, recorded.Runner(jobs=1), sites, callers.DEPTH)
+        scan._write_locked(None, recorded.Runner(jobs=1), sites, callers.DEPTH, recorded.RECIPE)
     finally:
         callers.Walker = saved
     by_item = {(s.file, s.function, (s.line, s.column)): s for s in sites}
@@ -283,7 +283,7 @@ def test_carried_pmd_value_names_the_callers_lock():
 
 def test_helper_summaries_follow_writes_through_the_file():
     facts = recorded.load("fixture").file("mm/fixture_helpers.c").parsed()
-    s = verdicts.summarise_helpers(facts)
+    s = verdicts.summarise_helpers(facts, recorded.RECIPE.api)
     assert s["zap_one"].writes == {(2, None): "pte_clear() at line 16"}
     # through zap_one(): the parameter reaches pte_clear() as ptep + i
     assert s["fixture_zap_range"].writes == {(2, None): "zap_one() (pte_clear() at line 16)"}
@@ -297,7 +297,7 @@ def test_helper_summaries_follow_writes_through_the_file():
 
 def test_helper_summaries_see_a_lock_taken_for_the_caller():
     facts = recorded.load("fixture").file("mm/fixture_locks.c").parsed()
-    s = verdicts.summarise_helpers(facts)
+    s = verdicts.summarise_helpers(facts, recorded.RECIPE.api)
     assert {n: (x.locks, x.lock_calls) for n, x in s.items() if x.locks} == {"fixture_pt_lock": ({(0, None)},
                                                                                               {(9, 1)})}
     # so the caller's fixture_pt_lock(ptl) is where it takes the lock
@@ -309,10 +309,10 @@ def test_helper_summaries_see_a_lock_taken_for_the_caller():
 def test_a_write_through_a_helper_is_an_event_of_the_call():
     rec = recorded.load("fixture")
     facts = rec.file("mm/fixture_helpers.c").parsed()
-    summaries = verdicts.summarise_helpers(facts)
+    summaries = verdicts.summarise_helpers(facts, recorded.RECIPE.api)
     by_fn = {s.function: s for s in facts.sites}
-    ctx = verdicts.site_context(facts, by_fn["fixture_zap_via_chain"], rec.function)
+    ctx = verdicts.site_context(facts, by_fn["fixture_zap_via_chain"], rec.function, recorded.RECIPE.api)
     writes = [e for e in verdicts.site_events(facts, ctx, summaries) if e.kind == "write"]
     assert [(e.pos[0], e.helper) for e in writes] == [(67, "fixture_zap_range")]
-    ctx = verdicts.site_context(facts, by_fn["fixture_check_via_ro_helper"], rec.function)
+    ctx = verdicts.site_context(facts, by_fn["fixture_check_via_ro_helper"], rec.function, recorded.RECIPE.api)
     assert not [e for e in verdicts.site_events(facts, ctx, summaries) if e.kind == "write"]

@@ -16,7 +16,6 @@ from harness import assert_refused, run
 
 from rewriter import recipe
 
-pytestmark = pytest.mark.spatch
 
 RECIPES = FIXTURES_DIR / "recipes"
 WIDGET_TREE = FIXTURES_DIR / "widget"
