@@ -431,13 +431,14 @@ def _keep_layout_before(path: str, before: bytes, after: bytes, span: _Span, old
     while prefix < limit and text[prefix] == cut[prefix]:
         prefix += 1
     # spatch cut text[a:a + removed], the whole item and perhaps what is
-    # around it; find the a that explains its output.
-    for a in range(prefix, max(end - removed, 0) - 1, -1):
-        if text[a + removed:] == cut[a:]:
-            break
-    else:
+    # around it; find an a that explains its output.  Where the text
+    # around the cut repeats (a comment above the item that starts like
+    # the one above the next item), several do, and one within the
+    # item's space is enough.
+    explained = [a for a in range(prefix, max(end - removed, 0) - 1, -1) if text[a + removed:] == cut[a:]]
+    if not explained:
         raise RewriterError(f"{where}: spatch changed more than the {span.kind} of {old}()")
-    if a + removed > last or _strip_comments(text[a:first]).strip():
+    if not any(a + removed <= last and not _strip_comments(text[a:first]).strip() for a in explained):
         raise RewriterError(f"{where}: spatch did not cut exactly the {span.kind} of {old}() "
                             f"and the space around it")
     return _bytes(text[:first] + text[last:])

@@ -288,7 +288,11 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
         if p.kind == "introduce":
             p.subject, p.body = fit_subject("series/introduce.txt.j2", helper_prefix, **common)
         elif p.kind == "remove":
-            p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix, **common)
+            # What the old function had besides its prototype and definition
+            # is in the files as introduce() left them.
+            introduced = next(q.files for q in patches if q.kind == "introduce")
+            p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix,
+                                            parts=helpers.old_parts(introduced, scan.function), **common)
         else:
             kept = [_target(s) for s in scan.kept if (s.file, s.function) == (p.file, p.function)]
             p.subject, p.body = convert_message(subject_prefix(git, base, [p.file]), p.function, p.file,
