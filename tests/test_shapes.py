@@ -12,6 +12,8 @@ Without the shapes (before this file), introduce() refused both trees:
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import shutil
 import subprocess
@@ -50,7 +52,6 @@ def kernel_file(kernel: Path, path: str) -> bytes:
 
 
 def added_lines(before: bytes, after: bytes) -> list[str]:
-    import difflib
     return [line[1:] for line in difflib.unified_diff(before.decode().split("\n"), after.decode().split("\n"),
                                                       lineterm="", n=0)
             if line.startswith("+") and not line.startswith("+++")]
@@ -295,7 +296,6 @@ def test_check_passes_checkpatch(shape, tools, tmp_path, kernel_tree):
     assert code == 0, err
     code, report, err = tools.run_rewriter("check", "--tree", repo, "--series", out, "--json")
     assert code == 0, err + report
-    import json
     data = json.loads(report)
     patches = [p for p in data["patches"] if p["number"] != 0]
     assert len(patches) == 5
