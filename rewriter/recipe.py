@@ -92,6 +92,7 @@ class Recipe:
     branch: str
     why: dict[str, str]  # the cover letter's word or two for each basis of a verdict
     reasons: dict[str, str]  # a plan's default reason for each kind of verdict
+    facts: dict[str, tuple[dict[str, str], ...]]  # name -> what the code must do for it to hold
     api: Knowledge = field(repr=False)
 
     # -- names -------------------------------------------------------------
@@ -241,7 +242,8 @@ def _parse(folder: Path) -> Recipe:
             inserted=dict(inserted), declare=files["declare"], define=files["define"],
             document=files["document"], typedefs=tuple(files["typedefs"]), release=dict(data["release"]),
             branch=data["series"]["branch"], why=dict(data["series"]["why"]),
-            reasons=dict(data["reasons"]), api=knowledge)
+            reasons=dict(data["reasons"]), api=knowledge,
+            facts={name: tuple(dict(n) for n in needs) for name, needs in data.get("facts", {}).items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: missing or wrong entry {exc}; see "
                          f"{RECIPES_DIR / DEFAULT / 'recipe.toml'} for the form") from None

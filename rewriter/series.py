@@ -247,11 +247,15 @@ def _conversion_entry(tree: Tree, runner: Runner, scan: Scan, convert: list[Patc
     parts = [cache.code_digest(), runner.cache.version, scan.recipe.digest, names.readonly, names.maywrite]
     for p in convert:
         parts.append(repr([(s.key, s.line, s.column, s.verdict, e) for s, e in p.calls]))
-    read = sorted({p.file for p in convert} | set(scan.recipe.files))
+    read = sorted({p.file for p in convert} | set(scan.recipe.c_files))
     blobs = tree.blob_ids(read)
     if blobs is None:  # a file is missing: let the conversion say so
         return None
     parts += [f"{path}\0{blobs[path]}" for path in read]
+    # The files the helpers read when the tree has them: the documentation,
+    # and where the recipe's facts are checked.
+    optional = sorted({scan.recipe.document} | {n["file"] for needs in scan.recipe.facts.values() for n in needs})
+    parts += [f"{path}\0{(tree.blob_ids([path]) or {}).get(path, 'absent')}" for path in optional]
     return cache.entry("conversions", *(part.encode("utf-8", "surrogateescape") for part in parts))
 
 
@@ -287,7 +291,11 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
         if p.kind == "introduce":
             p.subject, p.body = fit_subject(scan.recipe, "series/introduce.txt.j2", helper_prefix, **common)
         elif p.kind == "remove":
-            p.subject, p.body = fit_subject(scan.recipe, "series/remove.txt.j2", helper_prefix, **common)
+            # What the old function had besides its prototype and definition
+            # is in the files as introduce() left them.
+            introduced = next(q.files for q in patches if q.kind == "introduce")
+            p.subject, p.body = fit_subject(scan.recipe, "series/remove.txt.j2", helper_prefix,
+                                            parts=helpers.old_parts(introduced, scan.recipe), **common)
         else:
             kept = [_target(s) for s in scan.kept if (s.file, s.function) == (p.file, p.function)]
             p.subject, p.body = convert_message(scan.recipe, subject_prefix(git, base, [p.file]), p.function,
