@@ -723,18 +723,32 @@ def code_facts(tree: Tree, recipe: Recipe) -> dict[str, bool]:
 
 def facts_hold(recipe: Recipe, read) -> dict[str, bool]:
     """The recipe's facts ([facts] of recipe.toml) as the code that read
-    (path -> bytes, or None when there is no such file) gives has them: a
-    fact holds when each of its functions is defined in its file and every
-    definition calls what the fact names.  Comments do not count (Linux
-    6.5 has "rcu_read_lock() to be added later" where 6.6 calls it), and a
-    missing file or definition makes the fact false."""
+    (path -> bytes, or None when there is no such file) gives has them.  A
+    fact holds when each of its needs does:
+      {function, file, calls}: the function is defined in the file and
+        every definition calls what calls names;
+      {function, file, lacks}: it is defined there and no definition calls it;
+      {file, comment}: a comment in the file says the text (white space
+        aside).
+    Comments are not code (Linux 6.5 has "rcu_read_lock() to be added
+    later" where 6.6 calls it), and a missing file or definition makes the
+    fact false."""
     out = {}
     for fact, needs in recipe.facts.items():
         holds = True
         for need in needs:
             data = read(need["file"])
-            bodies = _definitions(_text(data), need["function"]) if data is not None else []
-            holds = holds and bool(bodies) and all(_calls(body, need["calls"]) for _line, body in bodies)
+            if data is None:
+                holds = False
+            elif "comment" in need:
+                comments = " ".join(" ".join(c.split()) for c in re.findall(r"/\*.*?\*/", _text(data), re.S))
+                comments = re.sub(r"\s*\*\s*", " ", comments)
+                holds = holds and re.sub(r"\s*\*\s*", " ", " ".join(need["comment"].split())) in comments
+            else:
+                bodies = _definitions(_text(data), need["function"])
+                holds = (holds and bool(bodies)
+                         and all(_calls(body, need["calls"]) for _line, body in bodies if "calls" in need)
+                         and not any(_calls(body, need["lacks"]) for _line, body in bodies if "lacks" in need))
         out[fact] = holds
     return out
 

@@ -283,7 +283,8 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
     files = api_files(scan)
     helper_prefix = subject_prefix(git, base, files[-1:])
     counts = series_counts(patches)
-    common = {"old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
+    facts = helpers.code_facts(tree, scan.recipe)
+    common = {"facts": facts, "old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
               "both": braced(names.readonly, names.maywrite), "counts": counts,
               "total": len(patches), "removes": any(p.kind == "remove" for p in patches),
               "kept": len(scan.kept)}
@@ -299,7 +300,7 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
         else:
             kept = [_target(s) for s in scan.kept if (s.file, s.function) == (p.file, p.function)]
             p.subject, p.body = convert_message(scan.recipe, subject_prefix(git, base, [p.file]), p.function,
-                                                p.file, list(p.calls), names, kept)
+                                                p.file, list(p.calls), names, kept, facts)
 
 
 def _target(site) -> str:
@@ -308,7 +309,7 @@ def _target(site) -> str:
 
 
 def convert_message(recipe: Recipe, prefix: str, function: str, file: str, calls: list, names: Names,
-                    kept: list[str] | None = None) -> tuple[str, str]:
+                    kept: list[str] | None = None, facts: dict[str, bool] | None = None) -> tuple[str, str]:
     """(subject, body) of the commit that converts the calls, a list of
     (Site, plan Entry), of one function; kept: the tables of the calls of
     that function a person decided to leave as they are."""
@@ -318,7 +319,7 @@ def convert_message(recipe: Recipe, prefix: str, function: str, file: str, calls
               else names.maywrite if "rw" in verdicts else names.readonly)
     return fit_subject(recipe, "series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
                        groups=changelog.groups_of(values), old=recipe.function, readonly=names.readonly,
-                       maywrite=names.maywrite, kept=kept or [])
+                       maywrite=names.maywrite, kept=kept or [], facts=facts or {})
 
 
 def series_counts(patches: list[Patch]) -> dict:
@@ -486,7 +487,8 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
         cover = fit_subject(scan.recipe, "series/cover.txt.j2", prefix,
                             **cover_values(scan, names, patches, record, ready.previous, changes,
                                            testing=ready.testing, spatch=runner.check_spatch(),
-                                           names_option=opts.names_option, plan=plan))
+                                           names_option=opts.names_option, plan=plan,
+                                           facts=helpers.code_facts(tree, scan.recipe)))
         ids = mail.finish(files, cover, recipients, list(ready.to), list(ready.cc), changes,
                           [p.keys for p in patches], opts.version, author, api=api, cover_cc=authors)
         record.set_message_ids(ids)
@@ -529,7 +531,7 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
 
 def cover_values(scan: Scan, names: Names, patches: list[Patch], record: versions.Record,
                  previous: versions.Record | None, changes, testing: dict | None = None, spatch: str = "",
-                 names_option: str = "", plan: Plan | None = None) -> dict:
+                 names_option: str = "", plan: Plan | None = None, facts: dict[str, bool] | None = None) -> dict:
     rows = []
     questions = []
     settled = 0
@@ -580,6 +582,7 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
     else:
         plan_summary = "The plan is the analysis' own: no verdict or reason was changed by hand."
     return {
+        "facts": facts or {},
         "old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
         "both": braced(names.readonly, names.maywrite), "counts": series_counts(patches),
         "total": len(patches), "rows": rows, "version": record.version,

@@ -20,6 +20,8 @@ OLD = "pte_offset_map_nolock"
 RECIPE = recipe.find(None)
 NAMES = RECIPE.names("readonly,maywrite")
 RACE = "khugepaged's retract_page_tables() can free a PTE table without holding mmap_lock"
+# The recipe's facts as the 6.12 tree has them (tests/test_shapes.py checks them there).
+FACTS_612 = {"rcu": True, "lockless_retract": True, "comment_write_lock": True}
 
 
 def site(function: str, verdict: Verdict, index: int = 0, file: str = "mm/memory.c") -> Site:
@@ -33,8 +35,10 @@ def entry(s: Site, verdict: str | None = None, recheck: str | None = "same", rea
                  reason if reason is not None else default_reason(s, RECIPE))
 
 
-def message(function: str, calls, file: str = "mm/memory.c", prefix: str = "mm:") -> tuple[str, str]:
-    return series.convert_message(RECIPE, prefix, function, file, calls, NAMES)
+def message(function: str, calls, file: str = "mm/memory.c", prefix: str = "mm:",
+            facts: dict | None = None) -> tuple[str, str]:
+    return series.convert_message(RECIPE, prefix, function, file, calls, NAMES,
+                                  facts=FACTS_612 if facts is None else facts)
 
 
 def flat(text: str) -> str:
@@ -112,7 +116,7 @@ def test_dummy_on_the_write_locked_chain():
     text = flat(message(s.function, [(s, entry(s))])[1])
     assert "changes entries through copy_present_ptes()" in text
     assert ("copy_pte_range() runs with mmap_lock held for write, taken by dup_mmap() in kernel/fork.c, which is "
-            "enough to keep the PMD entry from changing, as the comment above pte_offset_map_nolock() says."
+            "enough to keep the PMD entry from changing, as the comment on pte_offset_map_nolock() says."
             ) in text
     assert RACE not in text  # it would speak against the reason
 
@@ -226,3 +230,18 @@ def test_prefix_table_is_one_place():
         if path == "mm/":
             continue
         assert changelog.path_prefix(probe) == prefix, path
+
+
+def test_a_tree_without_the_facts_is_not_told_them():
+    """On a tree where retract_page_tables() still takes the mmap_lock for
+    write and no comment says the write lock is enough (6.5), the messages
+    say neither."""
+    none = {"rcu": False, "lockless_retract": False, "comment_write_lock": False}
+    s = site("f", PMD)
+    _subject, body = message("f", [(s, entry(s))], facts=none)
+    assert RACE not in flat(body) and "Once PTE tables can be freed without holding mmap_lock" in flat(body)
+    m = site("g", MMAP)
+    _subject, body = message("g", [(m, entry(m))], facts=none)
+    assert "as the comment" not in flat(body)
+    _subject, body = message("g", [(m, entry(m))])
+    assert "as the comment on pte_offset_map_nolock() says" in flat(body)

@@ -284,6 +284,8 @@ def test_diff_and_series_succeed(shape, tools, tmp_path):
     remove = patches[-1].read_text()
     assert "remove-pte_offset_map_nolock" in patches[-1].name
     said = " ".join(remove.split("\n\nSigned-off-by:")[0].split("\n\n", 1)[1].split())
+    # Neither tree has khugepaged's lockless retract_page_tables(): no message says it does.
+    assert not any("retract_page_tables" in p.read_text() for p in sorted(out.glob("*.patch")))
     if shape == "6.5":
         assert "\n+/**\n" in introduce and "rcu" not in introduce.split("\n---\n", 1)[1].lower()
         assert said.endswith("Remove its prototype, its definition and its entry in "
@@ -333,3 +335,31 @@ def test_kernel_doc_accepts_the_comments(v65, tmp_path, kernel_tree):
     source.write_bytes(broken)
     proc = subprocess.run(["perl", str(script), "-none", "-Wall", str(source)], capture_output=True, text=True)
     assert "addr" in proc.stderr and "warning" in proc.stderr.lower(), proc.stderr
+
+
+@pytest.mark.kernel
+def test_the_recipes_facts_hold_on_6_12(kernel_tree):
+    """On the real 6.12 tree each fact the messages and comments may state
+    holds, read from its code and comments."""
+    def read(path):
+        p = Path(kernel_tree) / path
+        return p.read_bytes() if p.exists() else None
+    assert helpers.facts_hold(RECIPE, read) == {"rcu": True, "lockless_retract": True, "comment_write_lock": True}
+
+
+def test_lacks_and_comment_facts(tmp_path):
+    """A fact's "lacks" need fails when the function calls it (6.5's
+    retract_page_tables() takes the mmap_lock with mmap_write_trylock()),
+    and a "comment" need reads comments, not code."""
+    khugepaged = (b"static void retract_page_tables(struct address_space *mapping, pgoff_t pgoff)\n{\n"
+                  b"\tif (mmap_write_trylock(mm)) {\n\t\tmmap_write_unlock(mm);\n\t}\n}\n")
+    comment = (b"/*\n * In principle, the caller should recheck *pmd once the lock is taken; in\n"
+               b" * practice, no callsite needs that - either the mmap_lock for write, or\n"
+               b" * pte_same() check on contents, is enough.\n */\n")
+    files = {"mm/khugepaged.c": khugepaged, SOURCE: comment}
+    facts = helpers.facts_hold(RECIPE, files.get)
+    assert facts["lockless_retract"] is False and facts["comment_write_lock"] is True
+    files = {"mm/khugepaged.c": khugepaged.replace(b"mmap_write_trylock(mm)", b"1"),
+             SOURCE: b"int x; /* something else */\n"}
+    facts = helpers.facts_hold(RECIPE, files.get)
+    assert facts["lockless_retract"] is True and facts["comment_write_lock"] is False
