@@ -91,6 +91,7 @@ class Recipe:
     release: dict[str, str]  # unmap_unlock, unmap
     branch: str
     why: dict[str, str]  # the cover letter's word or two for each basis of a verdict
+    write_lock: str  # how the analysis' texts name the lock the caller walk looks for ("the mmap_lock")
     reasons: dict[str, str]  # a plan's default reason for each kind of verdict
     facts: dict[str, tuple[dict[str, str], ...]]  # name -> what the code must do for it to hold
     api: Knowledge = field(repr=False)
@@ -241,7 +242,7 @@ def _parse(folder: Path) -> Recipe:
             default_words=tuple(variants["default"]), other_words=tuple(tuple(w) for w in variants["others"]),
             inserted=dict(inserted), declare=files["declare"], define=files["define"],
             document=files["document"], typedefs=tuple(files["typedefs"]), release=dict(data["release"]),
-            branch=data["series"]["branch"], why=dict(data["series"]["why"]),
+            branch=data["series"]["branch"], why=dict(data["series"]["why"]), write_lock=data["recipe"]["write_lock"],
             reasons=dict(data["reasons"]), api=knowledge,
             facts={name: tuple(dict(n) for n in needs) for name, needs in data.get("facts", {}).items()})
     except (KeyError, TypeError, ValueError) as exc:

@@ -182,6 +182,7 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int,
     if runner.progress:
         runner.progress("callers", 1, 1, "walks")
     out = []
+    lock = recipe.write_lock  # "the mmap_lock": how the texts name the lock the walk looks for
     for s in sites:
         answer = found.get((s.file, s.function, (s.line, s.column)))
         if answer is None:
@@ -194,15 +195,15 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int,
             path = " <- ".join(f"{fn}()" for fn, _f in chain.functions)
             top, top_file = chain.top
             if chain.covered:
-                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: {top}() in {top_file} holds the "
-                                                     f"mmap_lock for write: {at}"))
+                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: {top}() in {top_file} holds "
+                                                     f"{lock} for write: {at}"))
             else:
-                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: not known to hold the mmap_lock "
+                evidence.append(verdicts.Evidence(s.line, f"caller chain {path}: not known to hold {lock} "
                                                      f"for write, {chain.why}: {at}"))
         if answer.held and not v.review:
             holders = answer.holders
             where = ", ".join(f"{fn}() in {f}" for fn, f in holders)
-            reasons = v.reasons + (f"every caller chain holds the mmap_lock for write ({where}), so the "
+            reasons = v.reasons + (f"every caller chain holds {lock} for write ({where}), so the "
                                    f"table cannot be freed or replaced under the lock",)
             v = dataclasses.replace(v, recheck="dummy", reasons=reasons, evidence=tuple(evidence),
                                     basis="mmap_write", write_locked_by=holders)

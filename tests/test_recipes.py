@@ -57,6 +57,12 @@ def test_widget_scan_decides_each_call_by_the_rule(widget_repo, tmp_path):
                                                             "file": "drivers/widget/widget-fill.c"}]
     swap_evidence = " ".join(e["text"] for e in sites["widget_swap"]["evidence"])
     assert "orig cannot be none after this test" in swap_evidence
+    # The texts speak of the recipe's API only (recheck and basis are the
+    # engine's vocabulary, the same for every recipe).
+    texts = " ".join(t for s in sites.values() for t in [*s["reasons"], *(e["text"] for e in s["evidence"])])
+    assert "the device lock for write (widget_fill() in drivers/widget/widget-fill.c)" in texts
+    for word in ("pte", "pmd", "mmap"):
+        assert word not in texts.lower(), word
 
 
 def test_widget_diff_uses_the_recipes_names_types_and_texts(widget_repo, tmp_path):
