@@ -1,3 +1,4 @@
-"""rewriter: split pte_offset_map_nolock() callers into read-only and may-write variants."""
+"""rewriter: split a kernel function's callers into read-only and may-write variants, by recipe
+(the first: pte_offset_map_nolock())."""
 
 __version__ = "0.1.0"

@@ -1,6 +1,8 @@
-"""Which pte_same() checks can tell that the table changed.
+"""Which entry comparisons can tell that the table changed.
 
-A pte_same() check after taking the lock compares the entry as it is now
+The recipe names the comparison and the tests ([api] of recipe.toml); the
+page-table names below are pte_offset_map_nolock()'s.  A pte_same() check
+after taking the lock compares the entry as it is now
 with an entry read earlier.  It detects a table that was freed and replaced
 only when that earlier entry cannot be none: an empty table put in the
 place of another empty table compares equal.  The entry cannot be none when,

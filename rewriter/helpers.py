@@ -1,20 +1,23 @@
-"""The two functions that replace pte_offset_map_nolock().
+"""The two functions that replace the recipe's old one.
 
-introduce() adds them next to the old function, in the files that define
-and document it, in whatever shape the tree has them:
+introduce() adds them next to the old function, in the files that the
+recipe says declare, define and document it (for pte_offset_map_nolock():
+include/linux/mm.h, mm/pgtable-generic.c and
+Documentation/mm/split_page_table_lock.rst), in whatever shape the tree
+has them:
 
-* include/linux/mm.h: their prototypes, right after the old prototype;
-* mm/pgtable-generic.c: their definitions, right after the old definition.
-  When a block comment there has a paragraph about the old function (as
-  from Linux 6.6), a paragraph for each new one follows it; otherwise (as
-  in 6.5) each new definition gets a kernel-doc comment of its own;
-* Documentation/mm/split_page_table_lock.rst: an entry for each, right
-  after the old entry, when the file is there and has one.
+* the header: their prototypes, right after the old prototype;
+* the source: their definitions, right after the old definition.  When a
+  block comment there has a paragraph about the old function (as from
+  Linux 6.6), a paragraph for each new one follows it; otherwise (as in
+  6.5) each new definition gets a kernel-doc comment of its own;
+* the documentation: an entry for each, right after the old entry, when
+  the file is there and has one.
 
-What the new comments say about RCU is said only when the tree's own code
-makes it true: __pte_offset_map() calls rcu_read_lock() and every
-pte_unmap() in include/linux/pgtable.h calls rcu_read_unlock() (the
-recipe's facts, checked by code_facts).
+What the new comments say is said only when the tree makes it true: the
+recipe's facts (for pte_offset_map_nolock(), that the mapping holds
+rcu_read_lock() until pte_unmap()) are read from the tree's own code by
+code_facts().
 
 remove() takes the old function out again once no caller is left, with
 whatever of its paragraph, kernel-doc comment and documentation entry the
@@ -24,7 +27,7 @@ The C is changed by the semantic patches cocci/introduce.cocci.j2 and
 cocci/remove.cocci.j2, each run in two steps: "find" reports where the old
 function is (and, for introduce, its parameter names and body), "apply"
 changes exactly those places.  The C of the new functions comes from the
-templates in templates/helpers/.  When spatch removes a top-level item it
+recipe's templates in helpers/.  When spatch removes a top-level item it
 also takes the blank line or the comment in front of it; remove() puts
 that back (see _keep_layout_before), after checking that spatch cut out
 the item and nothing else.  The comments and the documentation entries
