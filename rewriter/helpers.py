@@ -34,8 +34,6 @@ import re
 import threading
 from dataclasses import dataclass
 
-import git
-
 from rewriter import cocci
 from rewriter import text as templates
 from rewriter.errors import InputError, RewriterError
@@ -229,9 +227,7 @@ class Beside:
     for a caller that fails first."""
 
     def __init__(self, tree: Tree, runner: Runner, names: Names, old: str = OLD):
-        # GitPython's Repo is not for two threads: this one reads through
-        # a Repo of its own.
-        self._tree = Tree(tree.path, tree.rev, git.Repo(tree.repo.git_dir))
+        self._tree = tree
         self._done: list[dict[str, bytes]] = []
         self._failure: list[BaseException] = []
 
@@ -241,8 +237,6 @@ class Beside:
                 self._done[:] = [introduced, remove(introduced, runner, names, old=old)]
             except BaseException as exc:  # raised again in the caller's thread
                 self._failure.append(exc)
-            finally:
-                self._tree.repo.close()
 
         self._worker = threading.Thread(target=work, name="rewriter-helpers", daemon=True)
         self._worker.start()
