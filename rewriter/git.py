@@ -100,8 +100,9 @@ class Repo:
     def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
         env = environment({**self.extra, **(extra or {})}, clean_config or self.clean_config)
         if self.git_dir is None:
-            # git looks for the repository in cwd, and never above it.
-            env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(os.path.abspath(self.cwd or "."))
+            # git looks for the repository in cwd, and never above it (git
+            # compares real paths).
+            env["GIT_CEILING_DIRECTORIES"] = os.path.dirname(os.path.realpath(self.cwd or "."))
         return env
 
     def command(self, *args: str) -> list[str]:
@@ -111,8 +112,9 @@ class Repo:
         return ["git", *where, *args]
 
     def directory(self) -> str:
-        """Where commands run: a git directory given with --git-dir and no
-        work tree would make git take the directory it runs in for one."""
+        """Where commands run: cwd, else the work tree, else a temporary
+        directory (with --git-dir and no --work-tree, git takes the
+        directory it runs in for the work tree: none of the user's)."""
         return self.cwd or self.work_tree or tempfile.gettempdir()
 
     def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
