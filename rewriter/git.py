@@ -245,9 +245,13 @@ def open_repository(path: str | os.PathLike[str], hint: str) -> Repo:
                      "--is-inside-work-tree", check=False)
     lines = decode(proc.stdout).splitlines()
     if proc.returncode != 0 or len(lines) != 3:
-        why = _last_line(proc.stderr)
-        if "not a git repository" in why:
+        err = proc.stderr.decode("utf-8", "replace")
+        if "not a git repository" in err:
             raise InputError(f"{path}: not a git repository; {hint}")
+        if "safe.directory" in err:
+            raise InputError(f"{path}: git refuses a repository that another user owns; if you trust it, "
+                             f"run: git config --global --add safe.directory {directory}")
+        why = next((l for l in err.splitlines() if l.startswith("fatal: ")), _last_line(proc.stderr))
         raise InputError(f"{path}: git cannot read the repository ({why.removeprefix('fatal: ')}); {hint}")
     git_dir, bare, inside = lines
     # Inside the work tree: found from directory without going up, so it

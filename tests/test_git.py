@@ -3,6 +3,7 @@ the environment it runs in, and how it reports failures."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -123,3 +124,11 @@ def test_export_and_shared_clone(scratch_repo, tmp_path):
     # Nothing was written to the source.
     status = subprocess.run(["git", "status", "--porcelain"], cwd=scratch_repo, capture_output=True, text=True)
     assert status.stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the repository to another user")
+def test_a_repository_of_another_user_is_refused_with_what_to_do(scratch_repo):
+    subprocess.run(["chown", "-R", "65534", str(scratch_repo)], check=True)
+    with pytest.raises(InputError, match=r"another user owns; if you trust it, run: "
+                                         r"git config --global --add safe.directory .*/linux$"):
+        open_tree(scratch_repo)
