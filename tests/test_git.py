@@ -3,8 +3,10 @@ the environment it runs in, and how it reports failures."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,36 @@ def test_a_repository_of_another_user_is_refused_with_what_to_do(scratch_repo):
     with pytest.raises(InputError, match=r"another user owns; if you trust it, run: "
                                          r"git config --global --add safe.directory .*/linux$"):
         open_tree(scratch_repo)
+
+
+def test_blobs_through_one_cat_file(scratch_repo):
+    """blob() keeps one git cat-file --batch; one that died is replaced,
+    threads take turns, and a missing blob is git's error."""
+    repo = open_repository(scratch_repo, "")
+    entries = {p: e[2] for p, e in repo.ls_tree("HEAD", [], "-r").items() if e[1] == "blob"}
+    expected = {p: (scratch_repo / p).read_bytes() for p in entries}
+    assert repo.blob(entries[FILE]) == expected[FILE]
+    first = repo._objects._proc
+    first.kill()
+    first.wait()
+    assert repo.blob(entries[FILE]) == expected[FILE]
+    assert repo._objects._proc is not first and repo._objects._proc.poll() is None
+    results: dict[str, bytes] = {}
+
+    def read(paths):
+        for p in paths:
+            results[p] = repo.blob(entries[p])
+
+    paths = sorted(entries)
+    threads = [threading.Thread(target=read, args=(paths[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == expected
+    with pytest.raises(RewriterError, match="^git cat-file failed"):
+        repo.blob("0" * 40)
+    proc = repo._objects._proc
+    del repo
+    gc.collect()
+    assert proc.wait(timeout=5) == 0  # ended with its Repo
