@@ -230,12 +230,12 @@ class _CatFile:
     it (0.4 against 1.9 ms on the kernel tree; a scan reads about 80).
     Reads from several threads take turns.  A process that died (Ctrl-C
     reaches it too) is started again once; when that fails as well, None
-    (the caller asks git the ordinary way).  It ends when its Repo goes
-    away or the interpreter exits, and by itself when rewriter dies (its
-    input closes)."""
+    (the caller asks git the ordinary way).  It ends with its Repo or when
+    the interpreter exits, and by itself when rewriter dies (its input
+    closes)."""
 
     def __init__(self, repo: Repo):
-        self._repo = repo
+        self._repo = weakref.ref(repo)  # not kept alive by its own reader
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._env: dict[str, str] | None = None
@@ -256,10 +256,13 @@ class _CatFile:
         return None
 
     def _read(self, oid: str) -> bytes | None:
-        env = self._repo.env()
+        repo = self._repo()
+        if repo is None:
+            raise ValueError("the Repo is gone")
+        env = repo.env()
         if self._proc is None or self._proc.poll() is not None or env != self._env:
             self._close()
-            self._proc = subprocess.Popen(self._repo.command("cat-file", "--batch"), cwd=self._repo.directory(),
+            self._proc = subprocess.Popen(repo.command("cat-file", "--batch"), cwd=repo.directory(),
                                           env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=subprocess.DEVNULL)
             self._env = env
@@ -345,11 +348,12 @@ def open_repository(path: str | os.PathLike[str], hint: str) -> Repo:
 def exec_path() -> Path:
     """Where git keeps its commands (git-send-email, ...)."""
     return Path(decode(subprocess.run(["git", "--exec-path"], capture_output=True, env=environment(),
-                                      stdin=subprocess.DEVNULL, check=False).stdout).strip())
+                                      cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL,
+                                      check=False).stdout).strip())
 
 
 def help_text(command: str) -> str:
     """What `git COMMAND -h` prints (its options), from either stream."""
     proc = subprocess.run(["git", command, "-h"], capture_output=True, env=environment(),
-                          stdin=subprocess.DEVNULL, check=False)
+                          cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL, check=False)
     return decode(proc.stdout + proc.stderr)

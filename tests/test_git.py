@@ -3,7 +3,6 @@ the environment it runs in, and how it reports failures."""
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import threading
@@ -165,5 +164,4 @@ def test_blobs_through_one_cat_file(scratch_repo):
         repo.blob("0" * 40)
     proc = repo._objects._proc
     del repo
-    gc.collect()
     assert proc.wait(timeout=5) == 0  # ended with its Repo
