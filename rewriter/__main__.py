@@ -8,8 +8,9 @@ because CPython does not survive an interrupt at every point of an
 import: one that lands while a dataclass is being made (its methods are
 made with exec()) makes the process die of SIGINT at exit even when the
 KeyboardInterrupt was caught, and one in an import lock's callback is
-printed as "Exception ignored" and lost.  Ctrl-C also stops the git that
-GitPython runs when it is imported; that failure is the interrupt too.
+printed as "Exception ignored" and lost.  No import runs a command (git
+is run only by rewriter.git, when a command asks); should one ever do,
+Ctrl-C stops it too, and its failure is the interrupt.
 """
 
 import signal
@@ -36,7 +37,7 @@ def run() -> int:
     except BaseException:
         if not caught:
             raise
-        # Ctrl-C also stopped what an import ran (GitPython runs git).
+        # Ctrl-C also stops any child process an import started.
     finally:
         for sig, handler in held.items():
             signal.signal(sig, handler)

@@ -44,6 +44,7 @@ from pathlib import Path
 from rewriter import inject, kbuild
 from rewriter import recipe as recipe_mod
 from rewriter.errors import RewriterError, ToolError
+from rewriter.git import Repo
 
 # The guest (tinyconfig is the start), the debug options that see locking
 # bugs, and what the workload needs.  Options the series' code needs are
@@ -435,8 +436,7 @@ def kernel_options(src_read, series, x86_files: list[str]) -> set[str]:
         opts |= mopts
         for p in series.patches:
             if f in p.files:
-                blob = subprocess.run(["git", "cat-file", "blob", f"{p.commit}:{f}"], cwd=series.clone,
-                                      capture_output=True, check=False).stdout
+                blob = Repo.at(series.clone).read_blob(p.commit, f) or b""
                 on, _off = kbuild.ifdef_options(blob.decode("utf-8", "replace"),
                                                 kbuild.changed_lines(series.clone, p.commit, f))
                 opts |= on
@@ -631,8 +631,7 @@ def overlay(src: kbuild.Source, commit: str, paths: list[str], files: dict[str, 
 
 
 def _blob(repo: Path, commit: str, path: str) -> bytes | None:
-    proc = subprocess.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo, capture_output=True, check=False)
-    return proc.stdout if proc.returncode == 0 else None
+    return Repo.at(repo).read_blob(commit, path)
 
 
 def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, rounds: int, race_seconds: int,

@@ -31,7 +31,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rewriter import git
 from rewriter.errors import InputError, RewriterError, ToolError
+from rewriter.git import Repo
 
 CHECKPATCH = "scripts/checkpatch.pl"
 # What checkpatch.pl reads beside itself ($D/...); with --no-tree nothing else
@@ -48,33 +50,14 @@ SINGLE_HEADERS = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "mess
 # git in a scratch clone
 # --------------------------------------------------------------------------
 
-def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """git without the user's configuration (hooks, signing, aliases,
-    sendemail.* settings), with a fixed identity for the scratch commits."""
-    env = dict(os.environ)
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
-                 "GIT_ALTERNATE_OBJECT_DIRECTORIES"):
-        env.pop(name, None)
-    env.update({"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
-                "GIT_COMMITTER_NAME": "rewriter check", "GIT_COMMITTER_EMAIL": "rewriter-check@localhost",
-                "LC_ALL": "C", "LANGUAGE": "C"})
-    if extra:
-        env.update(extra)
-    return env
+# The scratch commits' committer; git runs without the user's settings
+# (hooks, signing, aliases, sendemail.*) in the clones and in the tree.
+SCRATCH_COMMITTER = {"GIT_COMMITTER_NAME": "rewriter check", "GIT_COMMITTER_EMAIL": "rewriter-check@localhost"}
 
 
-def run_git(repo: Path | str, *args: str, input: bytes | None = None, env: dict | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", *args], cwd=repo, input=input, capture_output=True,
-                          env=env or git_env(), check=False)
-    if check and proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise RewriterError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else 'no message'}")
-    return proc
-
-
-def git_out(repo: Path | str, *args: str) -> str:
-    return run_git(repo, *args).stdout.decode(errors="replace").strip()
+def _repo(directory: Path | str) -> Repo:
+    """git in directory (a scratch clone, or the tree named with --tree)."""
+    return Repo.at(directory, clean_config=True, extra=SCRATCH_COMMITTER)
 
 
 # --------------------------------------------------------------------------
@@ -159,25 +142,26 @@ def scratch_clone(tree: Path, base: str, paths: list[str], dest: Path) -> Path:
     """A clone of tree that borrows its objects (nothing is written to tree),
     checked out at base with only paths (and the top-level files) in its
     work tree, which is all that git am needs."""
-    run_git(dest.parent, "clone", "-q", "--shared", "--no-checkout", str(tree.resolve()), str(dest))
-    run_git(dest, "sparse-checkout", "set", "--no-cone", "/*", "!/*/", *[f"/{p}" for p in paths])
-    run_git(dest, "checkout", "-q", "--detach", base)
+    clone = _repo(tree.resolve()).clone_shared(dest, "--no-checkout")
+    clone.run("sparse-checkout", "set", "--no-cone", "/*", "!/*/", *[f"/{p}" for p in paths])
+    clone.run("checkout", "-q", "--detach", base)
     return dest
 
 
 def git_am(clone: Path, files: list[Path], mbox: bool = False) -> list[str]:
     """Apply the patch files (or one mboxrd file) in order; the new commits."""
-    start = git_out(clone, "rev-parse", "HEAD")
+    repo = _repo(clone)
+    start = repo.out("rev-parse", "HEAD")
     args = ["am", "-q", "--keep-cr", "--no-3way"]
     if mbox:
         args.append("--patch-format=mboxrd")
-    proc = run_git(clone, *args, *[str(f) for f in files], check=False)
+    proc = repo.run(*args, *[str(f) for f in files], check=False)
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).decode(errors="replace").strip().splitlines()
-        run_git(clone, "am", "--abort", check=False)
+        repo.run("am", "--abort", check=False)
         detail = next((l for l in out if "patch failed" in l or "error:" in l), out[0] if out else "")
         raise InputError(f"git am could not apply the series onto the base: {detail}")
-    return git_out(clone, "rev-list", "--reverse", f"{start}..HEAD").split()
+    return repo.out("rev-list", "--reverse", f"{start}..HEAD").split()
 
 
 def load_series(tree_path: str, series_dir: str | None, branch: str | None, base: str | None,
@@ -187,17 +171,17 @@ def load_series(tree_path: str, series_dir: str | None, branch: str | None, base
         raise InputError(f"{tree_path}: no such directory; pass --tree with the path of the kernel git repository")
     if not (tree / ".git").exists() and not (tree / "objects").is_dir():
         raise InputError(f"{tree_path}: not a git repository; pass --tree with the kernel git repository")
-    if not git_out(tree, "for-each-ref", "--count=1") and run_git(tree, "rev-parse", "-q", "--verify", "HEAD",
-                                                                    check=False).returncode != 0:
+    repo = _repo(tree)
+    if not repo.out("for-each-ref", "--count=1") and repo.resolve("HEAD") is None:
         raise InputError(f"{tree_path}: the repository has no commits yet; pass --tree with the repository "
                          f"the series was made in")
 
     def resolve(rev: str, what: str) -> str:
-        proc = run_git(tree, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
-        if proc.returncode != 0:
+        sha = repo.commit_id(rev)
+        if sha is None:
             raise InputError(f"{what} {rev}: unknown revision in {tree_path}; pass {what} with a commit, "
                              f"branch or tag that exists there")
-        return proc.stdout.decode().strip()
+        return sha
 
     if branch is not None:
         tip = resolve(branch, "--branch")
@@ -206,20 +190,20 @@ def load_series(tree_path: str, series_dir: str | None, branch: str | None, base
             head = resolve("HEAD", "HEAD")
             if head == tip:
                 raise InputError(f"--branch {branch} is checked out in {tree_path}; name its base with --base")
-            base_sha = git_out(tree, "merge-base", head, tip)
-        commits = git_out(tree, "rev-list", "--reverse", f"{base_sha}..{tip}").split()
+            base_sha = repo.out("merge-base", head, tip)
+        commits = repo.out("rev-list", "--reverse", f"{base_sha}..{tip}").split()
         if not commits:
             raise InputError(f"--branch {branch}: no commits on it after the base {base_sha[:12]}")
         out = workdir / "patches"
         out.mkdir()
-        run_git(tree, "format-patch", "-q", "--cover-letter", "--thread=shallow", "--numbered",
-                f"--base={base_sha}", "-o", str(out), f"{base_sha}..{tip}")
+        repo.run("format-patch", "-q", "--cover-letter", "--thread=shallow", "--numbered",
+                 f"--base={base_sha}", "-o", str(out), f"{base_sha}..{tip}")
         cover, patches = read_patch_dir(out)
         touched = sorted({f for p in patches for f in p.files})
         clone = scratch_clone(tree, base_sha, touched, workdir / "series")
         for p, c in zip(patches, commits):
             p.commit = c
-        final = git_out(tree, "rev-parse", f"{tip}^{{tree}}")
+        final = repo.tree_id(tip)
         return Series(tree, clone, base_sha, cover, patches, final, f"branch {branch}")
 
     directory = Path(series_dir or "outgoing")
@@ -236,7 +220,7 @@ def load_series(tree_path: str, series_dir: str | None, branch: str | None, base
         raise InputError(f"--series {directory}: {len(patches)} patch files gave {len(commits)} commits")
     for p, c in zip(patches, commits):
         p.commit = c
-    final = git_out(clone, "rev-parse", "HEAD^{tree}")
+    final = _repo(clone).tree_id("HEAD")
     return Series(tree, clone, base_sha, cover, patches, final, f"series {directory}")
 
 
@@ -260,14 +244,14 @@ class CheckpatchResult:
 def install_checkpatch(clone: Path, base: str, dest: Path) -> Path:
     """Copy checkpatch.pl and the data it reads from the base commit."""
     for rel in (CHECKPATCH, *CHECKPATCH_DATA):
-        proc = run_git(clone, "cat-file", "blob", f"{base}:{rel}", check=False)
-        if proc.returncode != 0:
+        data = _repo(clone).read_blob(base, rel)
+        if data is None:
             if rel == CHECKPATCH:
                 raise InputError(f"the base {base[:12]} has no {CHECKPATCH}; checkpatch needs the kernel's own script")
             continue  # checkpatch warns and goes on without its word lists
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(proc.stdout)
+        target.write_bytes(data)
     script = dest / CHECKPATCH
     script.chmod(0o755)
     return script
@@ -400,23 +384,21 @@ def _sender(files: list[Path]) -> str:
 def send_series(series: Series, workdir: Path, timeout: float = 300) -> MailResult:
     res = MailResult()
     files = ([series.cover.path] if series.cover else []) + [p.path for p in series.patches]
-    if not (Path(subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout.strip())
-            / "git-send-email").exists():
+    if not (git.exec_path() / "git-send-email").exists():
         raise ToolError("git send-email not found; install it (Debian: apt-get install git-email, or 'make deps')")
     sender = _sender(files)
     with SMTPServer() as server:
-        cmd = ["git", "send-email", "--confirm=never", "--quiet",
-               "--smtp-server=127.0.0.1", f"--smtp-server-port={server.port}",
-               "--smtp-encryption=none", "--smtp-domain=localhost",
-               f"--from={sender}", "--no-smtp-auth" if _supports_no_smtp_auth() else "--smtp-auth=none",
-               *[str(f.resolve()) for f in files]]
+        args = ["send-email", "--confirm=never", "--quiet",
+                "--smtp-server=127.0.0.1", f"--smtp-server-port={server.port}",
+                "--smtp-encryption=none", "--smtp-domain=localhost",
+                f"--from={sender}", "--no-smtp-auth" if _supports_no_smtp_auth() else "--smtp-auth=none",
+                *[str(f.resolve()) for f in files]]
         # GIT_SEND_EMAIL_NOTTY: read the (empty) standard input instead of
         # the terminal, so the "To whom?" question gets no extra address and
         # the recipients are those written in the files.
-        env = git_env({"GIT_SEND_EMAIL_NOTTY": "1"})
+        clone = _repo(series.clone)
         try:
-            proc = subprocess.run(cmd, cwd=series.clone, env=env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
+            proc = clone.run(*args, env=clone.env({"GIT_SEND_EMAIL_NOTTY": "1"}), timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise RewriterError(f"git send-email did not finish in {timeout:.0f}s") from None
         # the server may still be storing the last message
@@ -427,7 +409,7 @@ def send_series(series: Series, workdir: Path, timeout: float = 300) -> MailResu
     res.sent = len(files)
     res.received = len(messages)
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
         res.problems.append(f"git send-email failed: {last}")
     if len(messages) != len(files):
         res.problems.append(f"{len(files)} files sent, {len(messages)} messages arrived")
@@ -457,8 +439,7 @@ def _supports_no_smtp_auth() -> bool:
     """--no-smtp-auth exists from git 2.41; older ones take --smtp-auth=none."""
     global _NO_SMTP_AUTH
     if _NO_SMTP_AUTH is None:
-        proc = subprocess.run(["git", "send-email", "-h"], capture_output=True, text=True, errors="replace")
-        _NO_SMTP_AUTH = "--no-smtp-auth" in proc.stdout + proc.stderr
+        _NO_SMTP_AUTH = "--no-smtp-auth" in git.help_text("send-email")
     return _NO_SMTP_AUTH
 
 
@@ -522,10 +503,10 @@ def _check_am(series: Series, mbox: Path, workdir: Path, res: MailResult) -> Non
         res.problems.append(f"the mbox does not apply: {exc}")
         return
     res.applied = True
-    got = git_out(clone, "rev-parse", "HEAD^{tree}")
+    got = _repo(clone).tree_id("HEAD")
     res.tree_matches = got == series.final_tree
     if not res.tree_matches:
-        diff = git_out(clone, "diff", "--stat", series.final_tree, got)
+        diff = _repo(clone).run("diff", "--stat", series.final_tree, got).stdout.decode(errors="replace").strip()
         res.problems.append(f"git am of the mbox gives tree {got[:12]}, the series {series.final_tree[:12]}: {diff}")
     # The post-image blob ids in the patches' index lines must be what the
     # applied mbox holds.
@@ -536,8 +517,8 @@ def _check_am(series: Series, mbox: Path, workdir: Path, res: MailResult) -> Non
             path, short = m.group(1), m.group(2)
             if re.fullmatch(r"0+", short):
                 continue
-            blob = run_git(clone, "rev-parse", "-q", "--verify", f"{p.commit}:{path}", check=False)
-            if blob.returncode == 0 and not blob.stdout.decode().startswith(short):
+            blob = _repo(clone).resolve(f"{p.commit}:{path}")
+            if blob is not None and not blob.startswith(short):
                 res.per_patch.setdefault(p.number, []).append(f"{path}: blob is not {short}")
 
 

@@ -23,7 +23,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewriter.errors import InputError, RewriterError
+from rewriter.git import Repo, identity_environment
 
 ZERO = "0" * 40
 _IDENT = re.compile(r"^(?P<name>[^<>\n\r]*?) <(?P<email>[^<>\s]+)>$")
@@ -73,65 +73,32 @@ class When:
         return f"@{self.epoch} {self.tz}"
 
 
-class Git:
-    """git commands on one repository's object store and refs."""
+class Git(Repo):
+    """git commands on one repository's object store and refs (run from a
+    temporary directory with --git-dir, by rewriter.git)."""
 
     def __init__(self, git_dir: str | os.PathLike[str]):
-        self.git_dir = str(git_dir)
+        super().__init__(git_dir)
         self._quarantine: str | None = None  # the private object directory, inside quarantine()
         self._objects: str | None = None  # the repository's object directory, once asked for
         self._format: str | None = None  # sha1 or sha256, once asked for
 
     def env(self, extra: dict[str, str] | None = None, clean_config: bool = False) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("GIT_", "EMAIL"))}
-        env["GIT_TERMINAL_PROMPT"] = "0"
-        env["LC_ALL"] = "C"
+        """The gateway's environment; inside quarantine(), new objects go to
+        the private directory (clean_config: see rewriter.git.environment)."""
+        quarantine = {}
         if self._quarantine is not None:
-            env["GIT_OBJECT_DIRECTORY"] = self._quarantine
-            env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = self.objects_dir()
-        if clean_config:
-            # Output that must not depend on the user's or the system's
-            # settings (format.*, diff.*): the options say what we want.
-            env["GIT_CONFIG_NOSYSTEM"] = "1"
-            env["GIT_CONFIG_GLOBAL"] = os.devnull
-        env.update(extra or {})
-        return env
-
-    def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-            cwd: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["git", f"--git-dir={self.git_dir}", *args], input=input,
-                              capture_output=True, env=env or self.env(), cwd=cwd or tempfile.gettempdir(),
-                              check=False)
-        if check and proc.returncode != 0:
-            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise RewriterError(f"git {args[0]} failed: {err[-1] if err else 'no message'}")
-        return proc
-
-    def out(self, *args: str, **kw) -> str:
-        return self.run(*args, **kw).stdout.decode("utf-8", "surrogateescape").strip()
+            quarantine = {"GIT_OBJECT_DIRECTORY": self._quarantine,
+                          "GIT_ALTERNATE_OBJECT_DIRECTORIES": self.objects_dir()}
+        return super().env({**quarantine, **(extra or {})}, clean_config)
 
     # ------------------------------------------------------------ reading
-
-    def resolve(self, ref: str) -> str | None:
-        proc = self.run("rev-parse", "--verify", "--quiet", ref + "^{object}", check=False)
-        if proc.returncode != 0:
-            return None
-        return proc.stdout.decode().strip() or None
-
-    def read_blob(self, rev: str, path: str) -> bytes | None:
-        proc = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
-        return proc.stdout if proc.returncode == 0 else None
-
-    def tree_id(self, rev: str) -> str:
-        return self.out("rev-parse", f"{rev}^{{tree}}")
 
     def modes(self, rev: str, paths: list[str]) -> dict[str, str]:
         """The mode of each path at rev (100644 for a path not there yet)."""
         found = {path: "100644" for path in paths}
         if paths:
-            out = self.run("ls-tree", "-z", rev, "--", *paths).stdout.decode("utf-8", "surrogateescape")
-            for path, (mode, _kind, _oid) in ls_tree_entries(out).items():
+            for path, (mode, _kind, _oid) in self.ls_tree(rev, paths).items():
                 if path in found:
                     found[path] = mode
         return found
@@ -163,8 +130,7 @@ class Git:
         return [tuple(r.strip("\n").split("\x1f", 2)) for r in out.split("\x1e") if r.count("\x1f") >= 2]
 
     def user_ident(self) -> Ident:
-        proc = self.run("var", "GIT_AUTHOR_IDENT", check=False,
-                        env={k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_INDEX_FILE")})
+        proc = self.run("var", "GIT_AUTHOR_IDENT", check=False, env=identity_environment())
         text = proc.stdout.decode("utf-8", "replace").strip()
         m = re.match(r"^(.*) (\d+) ([+-]\d{4})$", text)
         if proc.returncode != 0 or not m:
@@ -361,16 +327,6 @@ class RefMoved(InputError):
         self.ref, self.old, self.now = ref, old, now
 
 
-def ls_tree_entries(out: str) -> dict[str, tuple[str, str, str]]:
-    """{name: (mode, type, id)} from the output of git ls-tree -z."""
-    entries = {}
-    for item in filter(None, out.split("\0")):
-        meta, name = item.split("\t", 1)
-        mode, kind, oid = meta.split()
-        entries[name] = (mode, kind, oid)
-    return entries
-
-
 class Trees:
     """Trees made from others by putting files in, reading and making just
     the directories on their paths.
@@ -417,8 +373,7 @@ class Trees:
 
     def _list(self, tree: str) -> dict[str, tuple[str, str, str]]:
         if tree not in self._entries:
-            out = self.git.run("ls-tree", "-z", tree).stdout.decode("utf-8", "surrogateescape")
-            self._entries[tree] = ls_tree_entries(out)
+            self._entries[tree] = self.git.ls_tree(tree)
         return self._entries[tree]
 
     def _make(self, entries: dict[str, tuple[str, str, str]]) -> str:

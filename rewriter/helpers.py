@@ -46,8 +46,6 @@ import re
 import threading
 from dataclasses import dataclass
 
-import git
-
 from rewriter import cocci
 from rewriter.errors import InputError, RewriterError
 from rewriter.recipe import Names, Recipe
@@ -226,9 +224,7 @@ class Beside:
     for a caller that fails first."""
 
     def __init__(self, tree: Tree, runner: Runner, names: Names, recipe: Recipe):
-        # GitPython's Repo is not for two threads: this one reads through
-        # a Repo of its own.
-        self._tree = Tree(tree.path, tree.rev, git.Repo(tree.repo.git_dir))
+        self._tree = tree
         self._done: list[dict[str, bytes]] = []
         self._failure: list[BaseException] = []
 
@@ -238,8 +234,6 @@ class Beside:
                 self._done[:] = [introduced, remove(introduced, runner, names, recipe)]
             except BaseException as exc:  # raised again in the caller's thread
                 self._failure.append(exc)
-            finally:
-                self._tree.repo.close()
 
         self._worker = threading.Thread(target=work, name="rewriter-helpers", daemon=True)
         self._worker.start()

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from rewriter import recipe as recipe_mod
 from rewriter.errors import RewriterError, ToolError
+from rewriter.git import Repo
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,7 @@ class Source:
     def __init__(self, repo: Path, base: str, cache: Path, say=None, prefix: str = "src"):
         self.repo = repo
         self.base = base
-        tree = _git(repo, "rev-parse", f"{base}^{{tree}}").strip()
+        tree = Repo.at(repo).tree_id(base)
         self.dir = cache / f"{prefix}-{tree[:16]}"
         self.record = cache / f"{prefix}-{tree[:16]}.written.json"
         if not (self.dir / "Makefile").exists():
@@ -406,24 +407,18 @@ class Source:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = cache / f".{self.dir.name}.tmp-{os.getpid()}"
         tmp.mkdir()
-        archive = subprocess.Popen(["git", "archive", "--format=tar", self.base], cwd=self.repo,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        tar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, capture_output=True, check=False)
-        archive.stdout.close()
-        err = archive.stderr.read().decode(errors="replace")
-        if archive.wait() != 0 or tar.returncode != 0:
+        try:
+            Repo.at(self.repo).export(self.base, tmp)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise RewriterError("cannot export the base with git archive | tar: "
-                                + _last_line(err + tar.stderr.decode(errors="replace")))
+            raise
         drop_build_products(tmp)
         shutil.rmtree(self.dir, ignore_errors=True)
         os.replace(tmp, self.dir)
         self.record.unlink(missing_ok=True)
 
     def blob(self, commit: str, path: str) -> bytes | None:
-        proc = subprocess.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=self.repo,
-                              capture_output=True, check=False)
-        return proc.stdout if proc.returncode == 0 else None
+        return Repo.at(self.repo).read_blob(commit, path)
 
     def set_state(self, commit: str, paths: list[str]) -> None:
         """Make the files in paths (and any written before) as at commit."""
@@ -467,13 +462,6 @@ def drop_build_products(src: Path) -> list[str]:
                 path.unlink()
             gone.append(path.relative_to(src).as_posix())
     return gone
-
-
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RewriterError(f"git {args[0]} failed: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 # --------------------------------------------------------------------------
@@ -727,7 +715,7 @@ def arch_of(path: str) -> str:
 
 def changed_lines(repo: Path, commit: str, path: str) -> set[int]:
     """Lines of path at commit that the commit adds (or next to which it deletes)."""
-    diff = _git(repo, "diff-tree", "-p", "-U0", "--no-renames", "--no-color", f"{commit}^", commit, "--", path)
+    diff = Repo.at(repo).out("diff-tree", "-p", "-U0", "--no-renames", "--no-color", f"{commit}^", commit, "--", path)
     lines: set[int] = set()
     for m in re.finditer(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", diff, re.M):
         start, count = int(m.group(1)), int(m.group(2) if m.group(2) is not None else 1)

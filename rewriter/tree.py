@@ -1,9 +1,10 @@
 """Stage 1: the tree.  Read a kernel git repository at one revision.
 
-Everything is read from the object store (GitPython, git grep on the
-revision), so a dirty or a bare repository gives the same answer and
-nothing in it is touched; only git grep searches the checked-out files
-instead, when they are the revision's to the byte (Tree.work_tree_is_rev).
+Everything is read from the object store (git ls-tree, cat-file and grep
+on the revision, run by rewriter.git), so a dirty or a bare repository
+gives the same answer and nothing in it is touched; only git grep searches
+the checked-out files instead, when they are the revision's to the byte
+(Tree.work_tree_is_rev).
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from rewriter import cache
-from rewriter.errors import InputError
-from rewriter.gitstore import ls_tree_entries
+from rewriter.errors import InputError, RewriterError
+from rewriter.git import Repo, open_repository
 
 Hit = tuple[str, int, str]  # (file, line, text)
 
@@ -31,7 +30,7 @@ _grep_lock = threading.Lock()
 _blob_memo: dict[tuple[str, str, str], bytes] = {}
 _id_memo: dict[tuple[str, str, str], str] = {}
 _work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
-_work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
+_tree_id_memo: dict[tuple[str, str], str] = {}  # (git dir, rev): the commit's tree
 GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
                "-c", "core.deltaBaseCacheLimit=16m")
 
@@ -42,7 +41,7 @@ class Tree:
 
     path: str  # the repository as the user named it
     rev: str  # full sha of the commit
-    repo: git.Repo
+    repo: Repo
 
     def read(self, relpath: str) -> bytes:
         """The blob of relpath at this commit (remembered: the stages read
@@ -54,19 +53,18 @@ class Tree:
             ids = self.blob_ids([relpath])
             if ids is None:
                 raise KeyError(relpath)
-            data = _blob_memo[key] = self.repo.odb.stream(bytes.fromhex(ids[relpath])).read()
+            data = _blob_memo[key] = self.repo.blob(ids[relpath])
         return data
 
     def blob_ids(self, relpaths) -> dict[str, str] | None:
         """{path: blob id} at this commit, or None when one is not a file
         there: ids name contents without reading them.  One ls-tree for
-        all of them (GitPython parses every tree on the way in Python)."""
+        all of them."""
         paths = list(dict.fromkeys(relpaths))
         missing = [p for p in paths if (self.repo.git_dir, self.rev, p) not in _id_memo]
         if missing:
-            out = self.repo.git.execute(["git", "--literal-pathspecs", "ls-tree", "-z", "--full-tree",
-                                         self.rev, "--", *missing], strip_newline_in_stdout=False)
-            for name, (_mode, kind, oid) in ls_tree_entries(out).items():
+            for name, (_mode, kind, oid) in self.repo.ls_tree(self.rev, missing, "--full-tree",
+                                                              literal=True).items():
                 if kind == "blob":
                     _id_memo[(self.repo.git_dir, self.rev, name)] = oid
         ids = {p: _id_memo.get((self.repo.git_dir, self.rev, p)) for p in paths}
@@ -88,38 +86,38 @@ class Tree:
 
     def _work_tree_is_rev(self) -> bool:
         repo = self.repo
+        if repo.work_tree is None or repo.resolve("HEAD") != self.rev:
+            return False
         try:
-            if repo.bare or repo.git.rev_parse("HEAD") != self.rev:
+            if not repo.ok("diff-index", "--cached", "--quiet", "--ignore-submodules", "HEAD"):
                 return False
-            g = repo.git
-            if g.execute(["git", "diff-index", "--cached", "--quiet", "--ignore-submodules", "HEAD"],
-                         with_exceptions=False, with_extended_output=True)[0] != 0:
+            if not repo.ok("diff-files", "--quiet", "--ignore-submodules"):
                 return False
-            if g.execute(["git", "diff-files", "--quiet", "--ignore-submodules"],
-                         with_exceptions=False, with_extended_output=True)[0] != 0:
-                return False
-            flags = g.execute(["git", "ls-files", "-v"])
+            flags = repo.out("ls-files", "-v")
             if re.search(r"^[a-zS]", flags, flags=re.M):  # assume-unchanged (lower case) or skip-worktree
                 return False
-            config = g.execute(["git", "config", "--list"], with_exceptions=False)
+            config = repo.out("config", "--list", check=False)
             if re.search(r"^(core\.autocrlf=(true|input)|core\.eol=crlf|filter\.|core\.sparsecheckout=true)",
                          config, flags=re.M | re.I):
                 return False
-            attrs = g.execute(["git", "ls-files", "-z", "--", ".gitattributes", "*/.gitattributes"])
+            attrs = repo.out("ls-files", "-z", "--", ".gitattributes", "*/.gitattributes")
             for name in filter(None, attrs.split("\0")):
-                text = (Path(repo.working_tree_dir) / name).read_text(errors="replace")
+                text = (Path(repo.work_tree) / name).read_text(errors="replace")
                 if re.search(r"\b(filter|text|eol|crlf|ident|working-tree-encoding)\b", text):
                     return False
             info = Path(repo.git_dir) / "info" / "attributes"
             if info.exists() and info.read_text(errors="replace").strip():
                 return False
-        except (git.GitCommandError, OSError, ValueError):
+        except (RewriterError, OSError, ValueError):
             return False
         return True
 
     def tree_id(self) -> str:
         """The id of the commit's tree: what the whole tree's contents are."""
-        return self.repo.commit(self.rev).tree.hexsha
+        key = (self.repo.git_dir, self.rev)
+        if key not in _tree_id_memo:
+            _tree_id_memo[key] = self.repo.tree_id(self.rev)
+        return _tree_id_memo[key]
 
     def grep_lines(self, word: str) -> list[Hit]:
         """(file, line, text) of every line at this commit with word in it."""
@@ -156,16 +154,10 @@ class Tree:
         # otherwise (work_tree_is_rev): grepping them skips inflating every
         # blob of the pack, several times faster on a kernel tree.
         on_disk = self.work_tree_is_rev()
-        try:
-            # git maps as much of the pack as it may (256 MiB and more on a
-            # 64-bit machine); smaller windows cost no time here and keep
-            # the peak memory of a whole-tree grep at a fraction of that.
-            out = self.repo.git.execute(["git", *GREP_CONFIG, "grep", *args, *(() if on_disk else (self.rev,)),
-                                         "--"])
-        except git.GitCommandError as exc:
-            if exc.status == 1:
-                return {word: [] for word in words}
-            raise
+        # git maps as much of the pack as it may (256 MiB and more on a
+        # 64-bit machine); smaller windows cost no time here and keep
+        # the peak memory of a whole-tree grep at a fraction of that.
+        out = self.repo.grep(*args, *(() if on_disk else (self.rev,)), "--", config=GREP_CONFIG)
         if on_disk:
             out = "\n".join(f"{self.rev}:{line}" for line in out.splitlines())
         found: dict[str, list[Hit]] = {word: [] for word in words}
@@ -209,18 +201,13 @@ def _store_hits(tree_id: str, word: str, hits: list[Hit]) -> None:
 
 def open_tree(path: str | os.PathLike[str], rev: str = "HEAD") -> Tree:
     """Open the repository at path and pin rev; clear errors for bad input."""
-    p = Path(path)
-    if not p.exists():
+    if not Path(path).exists():
         raise InputError(f"{path}: no such directory; pass --tree with the path of a kernel git repository")
-    try:
-        repo = git.Repo(p, search_parent_directories=False)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise InputError(f"{path}: not a git repository; pass --tree with the path of a kernel git repository") from None
-    try:
-        commit = repo.commit(rev)
-    except (git.BadName, ValueError, git.GitCommandError):
-        if rev == "HEAD" and not repo.head.is_valid():
+    repo = open_repository(path, "pass --tree with the path of a kernel git repository")
+    commit = repo.commit_id(rev)
+    if commit is None:
+        if rev == "HEAD" and repo.resolve("HEAD") is None:
             raise InputError(f"{path}: the repository has no commits yet; commit the kernel source "
-                             f"first, or pass --rev with a commit") from None
-        raise InputError(f"{rev}: unknown revision in {path}; pass --rev with a commit, branch or tag that exists") from None
-    return Tree(path=str(path), rev=commit.hexsha, repo=repo)
+                             f"first, or pass --rev with a commit")
+        raise InputError(f"{rev}: unknown revision in {path}; pass --rev with a commit, branch or tag that exists")
+    return Tree(path=str(path), rev=commit, repo=repo)

@@ -110,3 +110,45 @@ def test_one_jinja2_environment_strict_and_built_in_one_place():
     for env in (text.environment(), text.environment(recipe.find(None).folder)):
         assert env.undefined is jinja2.StrictUndefined
         assert {"toml", "wrap", "lines", "sentence", "clause", "join_and"} <= set(env.filters)
+
+
+# --------------------------------------------------------------------------
+# one git gateway
+# --------------------------------------------------------------------------
+
+GIT_GATEWAY = "git.py"  # the one module of rewriter/ that runs git
+
+
+def _git_uses(path: Path) -> list[str]:
+    """Where path imports GitPython or spells a git command line: a list or
+    tuple whose first item is "git" (as subprocess and GitPython take
+    them), or a call given the string "git" first."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] in ("git", "gitdb") for a in node.names):
+            found.append(f"{where}: import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("git", "gitdb") \
+                and not node.level:
+            found.append(f"{where}: from {node.module} import ...")
+        elif isinstance(node, (ast.List, ast.Tuple)) and node.elts and \
+                isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "git":
+            found.append(f"{where}: a command line that runs git")
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and node.args[0].value == "git" and _name(node.func).split(".")[-1] != "which":
+            found.append(f"{where}: {_name(node.func)}('git', ...)")
+    return found
+
+
+def test_the_git_gateway_is_there():
+    assert (PACKAGE / GIT_GATEWAY).is_file()
+    assert _git_uses(PACKAGE / GIT_GATEWAY), "the gateway runs git: the check must see that"
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.name != GIT_GATEWAY], ids=lambda p: p.name)
+def test_only_the_gateway_runs_git(path):
+    """Every git command goes through rewriter/git.py, which owns the
+    environment it runs in (no GIT_* variable of the user's leaks in), the
+    directory it runs from and how its failures are reported."""
+    uses = _git_uses(path)
+    assert not uses, uses
