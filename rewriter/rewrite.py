@@ -340,20 +340,25 @@ def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[S
     for path, res in runner.run_many(work, SHAPE, step="shape").items():
         if res.error:
             raise RewriteError(f"{path}: {res.error}")
-        shapes: dict[str, Shape] = {s.function: Shape() for s in by_file[path]}
-        for r in res.records:
-            sh = shapes.setdefault(r["function"], Shape())
-            st = Stmt(tuple(r["start"]), tuple(r["end"]))
-            if r["kind"] == "statement":
-                sh.statements.append(st)
-            elif r["kind"] == "declaration":
-                sh.declarations.append(st)
-            elif r["kind"] == "failure":
-                site = tuple(r["site"])
-                # Two checks on different paths: no one failure action.
-                sh.failures[site] = st if sh.failures.get(site, st) == st else None
-        out[path] = shapes
+        out[path] = shapes_from_records(res.records, {s.function: Shape() for s in by_file[path]})
     return out
+
+
+def shapes_from_records(records, shapes: dict[str, Shape] | None = None) -> dict[str, Shape]:
+    """The functions' shapes from shape.cocci's records (added to shapes)."""
+    shapes = {} if shapes is None else shapes
+    for r in records:
+        sh = shapes.setdefault(r["function"], Shape())
+        st = Stmt(tuple(r["start"]), tuple(r["end"]))
+        if r["kind"] == "statement":
+            sh.statements.append(st)
+        elif r["kind"] == "declaration":
+            sh.declarations.append(st)
+        elif r["kind"] == "failure":
+            site = tuple(r["site"])
+            # Two checks on different paths: no one failure action.
+            sh.failures[site] = st if sh.failures.get(site, st) == st else None
+    return shapes
 
 
 # ------------------------------------------------------------------ planning

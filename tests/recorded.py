@@ -26,9 +26,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewriter import callers, recipe, scan, verdicts
+from rewriter import callers, recipe, rewrite, scan, verdicts
 from rewriter.facts import FileFacts, parse
-from rewriter.rewrite import Shape, Stmt
+from rewriter.rewrite import Shape
 from rewriter.runner import Runner
 
 RECORDED_DIR = Path(__file__).resolve().parent / "recorded"
@@ -64,19 +64,8 @@ def walk_from_json(data: dict) -> tuple[tuple[str, str, tuple[int, int]], caller
 
 
 def shapes_from_records(records: list[dict]) -> dict[str, Shape]:
-    """What rewrite._shapes() makes of shape.cocci's records (its loop)."""
-    shapes: dict[str, Shape] = {}
-    for r in records:
-        sh = shapes.setdefault(r["function"], Shape())
-        st = Stmt(tuple(r["start"]), tuple(r["end"]))
-        if r["kind"] == "statement":
-            sh.statements.append(st)
-        elif r["kind"] == "declaration":
-            sh.declarations.append(st)
-        elif r["kind"] == "failure":
-            site = tuple(r["site"])
-            sh.failures[site] = st if sh.failures.get(site, st) == st else None
-    return shapes
+    """What rewrite._shapes() makes of shape.cocci's records."""
+    return rewrite.shapes_from_records(records)
 
 
 # --------------------------------------------------------------- a recording
