@@ -17,7 +17,10 @@ one-function file per call, many to a run.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+
+import git
 
 from rewriter import cocci
 from rewriter import kernel_api as api
@@ -27,6 +30,10 @@ from rewriter.tree import Tree
 
 MARKER = "@@REWRITER-WRITELOCKED@@"
 DEPTH = 8  # callers above the function with the call; --caller-depth
+# The walk follows calls in C sources only: the grep reads no other file
+# (an assembly caller, in a .S, was never followed; the pathspec only
+# spares git the reading of the files whose hits were dropped).
+C_SUFFIXES = (".c", ".h")
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,80 @@ class Walker:
         self.files_read: set[str] = set()
         self.grepped: dict[str, list] = {}  # name -> the grep hits its callers were found from
         self.spatch_runs = 0
+        self._ahead: threading.Thread | None = None
+        self._reader: Tree | None = None
+        self._read_for: set[tuple[str, str]] = set()  # (function, file) pairs read ahead for
+        # The names whose callers are still wanted, once the walk knows
+        # (None: all): the reading ahead skips the files of the others.
+        self._wanted: set[str] | None = None
+
+    # ------------------------------------------------------------ reading ahead
+
+    def read_ahead(self, functions) -> None:
+        """Start, in a thread of its own, what finding the callers of these
+        (function, file) pairs will need: the git grep for the names that
+        are not static, and the files it finds them in, read and lexed.
+        It only fills the memos of the tree and the lexer, so the walk
+        answers and records the same with it or without it; it overlaps
+        the spatch runs (of the scan, then of each level's questions),
+        which leave the GIL free.  Any failure here only means that the
+        walk does that work itself."""
+        todo = sorted(set(functions) - self._read_for)
+        if not todo:
+            return
+        self.wait_ahead()
+        self._read_for.update(todo)
+        self._wanted = None
+        self._ahead = threading.Thread(target=self._read_ahead, args=(todo,), name="rewriter-callers")
+        self._ahead.start()
+
+    def wait_ahead(self) -> None:
+        """Join the reading ahead (even through an interrupt, which is
+        raised once it has stopped: it may be writing a cache entry)."""
+        interrupted: KeyboardInterrupt | None = None
+        while self._ahead is not None:
+            try:
+                self._ahead.join()
+                self._ahead = None
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def close(self) -> None:
+        """Stop reading ahead and let go of its repository."""
+        try:
+            self.wait_ahead()
+        finally:
+            if self._reader is not None:
+                self._reader.repo.close()
+                self._reader = None
+
+    def _read_ahead(self, todo: list[tuple[str, str]]) -> None:
+        try:
+            if self._reader is None:
+                # GitPython's Repo is not for two threads: a Repo of its own.
+                self._reader = Tree(self.tree.path, self.tree.rev, git.Repo(self.tree.repo.git_dir))
+            tree = self._reader
+
+            def lexed(path: str) -> str:
+                text = tree.read(path).decode("utf-8", errors="surrogateescape")
+                _definitions_of(text)  # and so its tokens
+                return text
+
+            names = sorted({fn for fn, path in todo if not defines_static(lexed(path), fn)})
+            hits = tree.grep_words(names, C_SUFFIXES) if names else {}
+            files: dict[str, set[str]] = {}  # file -> the names found in it
+            for name, found in hits.items():
+                for h in found:
+                    files.setdefault(h[0], set()).add(name)
+            tree.blob_ids(sorted(files))  # one ls-tree for all of them
+            for path, found_names in sorted(files.items()):
+                wanted = self._wanted
+                if wanted is None or found_names & wanted:
+                    lexed(path)
+        except Exception:  # noqa: BLE001 - the walk does it again and reports what fails
+            pass
 
     def depends_on(self) -> tuple:
         """What the answers were read from beyond the files that name the
@@ -114,7 +195,15 @@ class Walker:
         stopped: set = set()
         level = 0
         while frontier:
+            # Whose callers the level may need, read while spatch answers
+            # which of them hold the lock.
+            if level < self.depth:
+                self.read_ahead((call[1], call[0]) for _i, _c, call in frontier
+                                if (call[1], call[0]) not in self._refs)
             held = self._ask([call for _i, _c, call in frontier])
+            # Only the callers of those that do not hold it are looked for.
+            self._wanted = {call[1] for item, _c, call in frontier if not held.get(call) and item not in stopped}
+            self.wait_ahead()
             nxt = []
             need_refs = []
             for item, chain, call in frontier:
@@ -159,11 +248,11 @@ class Walker:
         if not todo:
             return
         global_names = [fn for fn, path in todo if not self._is_static(fn, path)]
-        hits = self.tree.grep_words(global_names) if global_names else {}
+        hits = self.tree.grep_words(global_names, C_SUFFIXES) if global_names else {}
         self.grepped.update(hits)
         for fn, path in todo:
             if fn in global_names:
-                files = sorted({h[0] for h in hits.get(fn, []) if h[0].endswith((".c", ".h"))})
+                files = sorted({h[0] for h in hits.get(fn, [])})
                 # A file with a static function of the same name calls its own.
                 files = [f for f in files if f == path or not self._is_static(fn, f)]
             else:

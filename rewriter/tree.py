@@ -23,10 +23,10 @@ from rewriter.gitstore import ls_tree_entries
 
 Hit = tuple[str, int, str]  # (file, line, text)
 
-# What git grep found, by (git tree id, word): a tree id names its whole
+# What git grep found, by (git tree id, word, file name suffixes): a tree id names its whole
 # content, so an answer never goes stale.  Shared by every Tree of the
 # process (the series reads the tree from two threads).
-_grep_memo: dict[tuple[str, str], list[Hit]] = {}
+_grep_memo: dict[tuple[str, str, tuple[str, ...]], list[Hit]] = {}
 _grep_lock = threading.Lock()
 _blob_memo: dict[tuple[str, str, str], bytes] = {}
 _id_memo: dict[tuple[str, str, str], str] = {}
@@ -125,30 +125,33 @@ class Tree:
         """(file, line, text) of every line at this commit with word in it."""
         return self.grep_words((word,))[word]
 
-    def grep_words(self, words) -> dict[str, list[Hit]]:
+    def grep_words(self, words, suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
         """grep_lines() for several words, with one git grep for all of
         them.  git grep decompresses every blob of the revision, which costs
         seconds on a kernel tree, so answers are remembered for the process
-        and in the cache directory (keyed by the git tree id and the word)."""
+        and in the cache directory (keyed by the git tree id and the word).
+        suffixes: only the files whose names end so (the caller walk reads
+        only C), which git grep is told too: it then reads fewer files."""
         tree_id = self.tree_id()
+        suffixes = tuple(suffixes)
         out: dict[str, list[Hit]] = {}
         with _grep_lock:
             missing = []
             for word in dict.fromkeys(words):
-                hits = _grep_memo.get((tree_id, word))
+                hits = _grep_memo.get((tree_id, word, suffixes))
                 if hits is None:
-                    hits = _load_hits(tree_id, word)
+                    hits = _load_hits(tree_id, word, suffixes)
                 if hits is None:
                     missing.append(word)
                 else:
-                    _grep_memo[(tree_id, word)] = out[word] = hits
+                    _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
             if missing:
-                for word, hits in self._grep(missing).items():
-                    _store_hits(tree_id, word, hits)
-                    _grep_memo[(tree_id, word)] = out[word] = hits
+                for word, hits in self._grep(missing, suffixes).items():
+                    _store_hits(tree_id, word, suffixes, hits)
+                    _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
         return out
 
-    def _grep(self, words: list[str]) -> dict[str, list[Hit]]:
+    def _grep(self, words: list[str], suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
         args = ["-n", "-w", "-F"]
         for word in words:
             args += ["-e", word]
@@ -156,12 +159,18 @@ class Tree:
         # otherwise (work_tree_is_rev): grepping them skips inflating every
         # blob of the pack, several times faster on a kernel tree.
         on_disk = self.work_tree_is_rev()
+        # "*.c" matches at any depth, unless the environment makes pathspecs
+        # literal or globs (where "*" stops at "/"): then every file is
+        # read, and the hits are kept by their names below all the same.
+        plain = not any(os.environ.get(v, "0").lower() not in ("", "0", "false", "no", "off")
+                        for v in ("GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS", "GIT_NOGLOB_PATHSPECS"))
+        pathspecs = [f"*{s}" for s in suffixes] if plain else []
         try:
             # git maps as much of the pack as it may (256 MiB and more on a
             # 64-bit machine); smaller windows cost no time here and keep
             # the peak memory of a whole-tree grep at a fraction of that.
             out = self.repo.git.execute(["git", *GREP_CONFIG, "grep", *args, *(() if on_disk else (self.rev,)),
-                                         "--"])
+                                         "--", *pathspecs])
         except git.GitCommandError as exc:
             if exc.status == 1:
                 return {word: [] for word in words}
@@ -177,34 +186,39 @@ class Tree:
             if not line.startswith(prefix):
                 continue
             path, lineno, text = line[len(prefix):].split(":", 2)
+            if suffixes and not path.endswith(suffixes):
+                continue
             for word, pattern in patterns.items():
                 if pattern.search(text):
                     found[word].append((path, int(lineno), text))
         return found
 
 
-def _hits_file(tree_id: str, word: str) -> Path | None:
-    return cache.entry("grep", b"git grep -w -F", tree_id.encode(), word.encode())
+def _hits_file(tree_id: str, word: str, suffixes: tuple[str, ...] = ()) -> Path | None:
+    # Whole-tree answers keep the key they always had.
+    scope = (b"\0".join(s.encode() for s in suffixes),) if suffixes else ()
+    return cache.entry("grep", b"git grep -w -F", tree_id.encode(), word.encode(), *scope)
 
 
-def _load_hits(tree_id: str, word: str) -> list[Hit] | None:
-    path = _hits_file(tree_id, word)
+def _load_hits(tree_id: str, word: str, suffixes: tuple[str, ...] = ()) -> list[Hit] | None:
+    path = _hits_file(tree_id, word, suffixes)
     if path is None:
         return None
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
-        if entry["tree"] != tree_id or entry["word"] != word:
+        if entry["tree"] != tree_id or entry["word"] != word or entry.get("suffixes", []) != list(suffixes):
             return None
         return [(str(f), int(n), str(t)) for f, n, t in entry["hits"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: grep again
 
 
-def _store_hits(tree_id: str, word: str, hits: list[Hit]) -> None:
-    path = _hits_file(tree_id, word)
+def _store_hits(tree_id: str, word: str, suffixes: tuple[str, ...], hits: list[Hit]) -> None:
+    path = _hits_file(tree_id, word, suffixes)
     if path is None:
         return
-    cache.store(path, json.dumps({"tree": tree_id, "word": word, "hits": hits}).encode())
+    entry = {"tree": tree_id, "word": word, "hits": hits, **({"suffixes": list(suffixes)} if suffixes else {})}
+    cache.store(path, json.dumps(entry).encode())
 
 
 def open_tree(path: str | os.PathLike[str], rev: str = "HEAD") -> Tree:
