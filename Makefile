@@ -3,6 +3,7 @@
 #   make demo     run "rewriter scan" on the Linux 6.12 tree and write the
 #                 RFC patch series to outgoing/ ("rewriter series")
 #   make test     run the test suite (includes end-to-end tests on the tree)
+#   make test-fast  the unit tests only (pytest -m unit): seconds, no spatch
 #   make verify   check the patch series like a maintainer's CI (kernel builds)
 #
 # Both install what is missing first: Debian packages (deps), the Python
@@ -24,7 +25,7 @@ VENV_STAMP := $(VENV)/.rewriter-installed
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help deps venv kernel test demo verify bench clean
+.PHONY: help deps venv kernel test test-fast record-facts demo verify bench clean
 
 help:
 	@echo 'Targets:'
@@ -32,6 +33,8 @@ help:
 	@echo '  venv    create $(VENV) and pip install -e ".[test]" (redone when pyproject.toml changes)'
 	@echo '  kernel  prepare the Linux 6.12 git tree at $(KERNEL_TREE)'
 	@echo '  test    run pytest with REWRITER_KERNEL_TREE set (extra arguments: PYTEST_ARGS=...)'
+	@echo '  test-fast  run the unit tests only (pytest -m unit): no spatch, no git, no kernel tree'
+	@echo '  record-facts  record again the spatch facts the unit tests read (tests/recorded/)'
 	@echo '  demo    run "rewriter scan" on the kernel tree and write the patch series to $(SERIES)'
 	@echo '  verify  rewriter check --build --mail, then --boot, on the series in $(SERIES); the boot tests'
 	@echo '  bench   time scan, diff and series on the kernel tree against plain spatch; write bench/RESULTS.md'
@@ -95,6 +98,18 @@ test: deps venv kernel
 	REWRITER_KERNEL_TREE='$(KERNEL_TREE)' $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; fi; \
 	exit $$rc
+
+# The tests marked unit (pyproject.toml): in-process, on recorded input.
+test-fast: venv
+	rc=0; \
+	$(VENV)/bin/python -m pytest -q -m unit $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'make test-fast: pytest collected no tests' >&2; fi; \
+	exit $$rc
+
+# The spatch facts of tests/recorded/, made again from the fixture tree and
+# the kernel tree (after a change to the cocci rules or to what they print).
+record-facts: deps venv kernel
+	$(VENV)/bin/python tests/record_facts.py --kernel-tree '$(KERNEL_TREE)'
 
 # The series' branch and version record go into KERNEL_TREE; --force
 # replaces those of the last demo, and SERIES.  Without a git identity in

@@ -116,7 +116,8 @@ def main() -> int:
         # What every cold run does first and cannot do without: read the
         # whole revision from the object store (the reference greps the
         # work tree instead).
-        from rewriter.helpers import DEFAULT_NAMES
+        from rewriter.recipe import find as find_recipe
+        DEFAULT_NAMES = find_recipe(None).default_names
         from rewriter.tree import GREP_CONFIG
         rev = subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()

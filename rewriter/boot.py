@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rewriter import inject, kbuild
+from rewriter import recipe as recipe_mod
 from rewriter.errors import RewriterError, ToolError
 
 # The guest (tinyconfig is the start), the debug options that see locking
@@ -589,7 +590,8 @@ def init_script(rounds: int, race_seconds: int) -> str:
 
 def boot_series(series, say=None, jobs: int | None = None, cache: Path | None = None, every: int = DEFAULT_EVERY,
                 accel: str = "auto", rounds: int = DEFAULT_ROUNDS, race_seconds: int = DEFAULT_RACE_SECONDS,
-                function: str = "pte_offset_map_nolock") -> BootReport:
+                function: str | None = None) -> BootReport:
+    function = function or recipe_mod.find(None).function  # the default recipe's
     outer = say or (lambda text: None)
     t_start = time.monotonic()
 
@@ -647,8 +649,9 @@ def _boot_series(series, say, jobs: int, cache: Path, every: int, accel: str, ro
     for b in texts.values():
         names |= kbuild.code_mentions(b.decode("utf-8", "replace"), pattern)
     names.discard(function)
-    # the prototypes: in the headers the series touches (include/linux/mm.h in 6.12)
-    headers = [p for p in series.touched() if p.endswith(".h")] or ["include/linux/mm.h", "include/linux/pgtable.h"]
+    # the prototypes: in the headers the series touches (its first commit
+    # declares the variants)
+    headers = [p for p in series.touched() if p.endswith(".h")]
     proto = "\n".join((_blob(repo, final, h) or b"").decode("utf-8", "replace") for h in headers)
     readonly, maywrite = inject.variant_names(proto, names | kbuild.code_mentions(proto, pattern) - {function})
     say("inject: the failure hooks into the series' final tree")

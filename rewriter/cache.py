@@ -43,11 +43,16 @@ def entry(kind: str, *parts: bytes) -> Path | None:
 def code_digest() -> str:
     """rewriter's own code and every template it renders, as one digest: a
     stored result made by other code is not one this code would make."""
-    root = Path(__file__).resolve().parent.parent
+    from rewriter import resources
+
+    # Named as in a checkout, so that a wheel of the same code gives the same digest.
+    named = [(f"rewriter/{p.name}", p) for p in resources.PACKAGE_DIR.glob("*.py")]
+    for folder, pattern in (("cocci", "*.j2"), ("templates", "**/*.j2")):
+        base = resources.folder(folder)
+        named += [(f"{folder}/{p.relative_to(base).as_posix()}", p) for p in base.glob(pattern)]
     h = hashlib.sha256()
-    for path in sorted([*(root / "rewriter").glob("*.py"), *(root / "cocci").glob("*.j2"),
-                        *(root / "templates").rglob("*.j2")]):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for name, path in sorted(named):
+        h.update(name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import git
 
 from rewriter import cocci
-from rewriter import kernel_api as api
+from rewriter.recipe import Knowledge
 from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
 from rewriter.runner import Runner
 from rewriter.tree import Tree
@@ -81,8 +81,9 @@ class _Ref:
 class Walker:
     """One walk per scan: callers and answers are remembered across calls."""
 
-    def __init__(self, tree: Tree, runner: Runner, depth: int = DEPTH):
+    def __init__(self, tree: Tree, runner: Runner, api: Knowledge, depth: int = DEPTH):
         self.tree = tree
+        self.api = api
         self.runner = runner
         self.depth = depth
         self._texts: dict[str, str] = {}
@@ -280,7 +281,7 @@ class Walker:
             nxt = toks[i + 1].text if i + 1 < len(toks) else ""
             prev = toks[i - 1].text if i else ""
             if owner is None:
-                if prev == "(" and i >= 2 and toks[i - 2].text in api.EXPORTERS:
+                if prev == "(" and i >= 2 and toks[i - 2].text in self.api.exporters:
                     out.append(_Ref(path, None, t.line, 0, "export"))
                 elif nxt != "(" and prev == "(" and i >= 2 and toks[i - 2].kind == "ident":
                     out.append(_Ref(path, None, t.line, 0, "macro:" + toks[i - 2].text))
@@ -322,7 +323,7 @@ class Walker:
                 units[name] = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
                 targets[name] = {pos}
                 callees.add(self._callee_at(path, pos))
-            res = self.runner.run_together(_rule(targets, callees), units, MARKER, label="writelocked")
+            res = self.runner.run_together(_rule(targets, callees, self.api), units, MARKER, label="writelocked")
             self.spatch_runs += 1
             failing = {(r["file"], tuple(r["at"])) for r in res.records}
             for n, (path, fn, pos) in enumerate(todo):
@@ -336,7 +337,7 @@ class Walker:
         """The question for one call, of its file alone; no answer (an
         error) counts as not held, which only costs a recheck."""
         data = keep_functions(self.text(path), {fn}).encode("utf-8", errors="surrogateescape")
-        res = self.runner.quiet().run(_rule({path: {pos}}, {self._callee_at(path, pos)}), {path: data}, MARKER)[0]
+        res = self.runner.quiet().run(_rule({path: {pos}}, {self._callee_at(path, pos)}, self.api), {path: data}, MARKER)[0]
         self.spatch_runs += 1
         return not res.error and not res.records
 
@@ -362,10 +363,10 @@ def _why(fn: str, ref: _Ref) -> str:
             "export": f"{fn}() does not hold it and is exported, so callers outside the tree may reach it"}[ref.kind]
 
 
-def _rule(targets: dict[str, set], callees: set[str]) -> str:
+def _rule(targets: dict[str, set], callees: set[str], api: Knowledge) -> str:
     """writelocked.cocci.j2 for the calls in targets ({file: {(line, col)}})."""
     return cocci.render("writelocked.cocci.j2", marker=MARKER, targets=_table(targets),
-                        takers=list(api.MMAP_WRITE_TAKERS), droppers=list(api.MMAP_WRITE_DROPPERS),
+                        takers=list(api.write_lock_takers), droppers=list(api.write_lock_droppers),
                         callees=sorted(callees))
 
 

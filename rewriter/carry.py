@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewriter import kernel_api as api
+from rewriter.recipe import Knowledge
 from rewriter.clex import _definitions_of, closing, column, defines_static, render, split_top, tokens
 
 
@@ -50,7 +50,7 @@ class Carry:
 
 
 def plan(text: str, function: str, params: dict[int, tuple[str, str]], ptlp: tuple[str, ...],
-         pmd: tuple[str, ...], table: tuple[str, ...]) -> Carry | str:
+         pmd: tuple[str, ...], table: tuple[str, ...], api: Knowledge) -> Carry | str:
     """The carry for function, or a question saying why it cannot be made."""
     names = {name: i for i, (name, _t) in params.items()}
     if len(ptlp) != 1 or ptlp[0] not in names:
@@ -94,7 +94,7 @@ def plan(text: str, function: str, params: dict[int, tuple[str, str]], ptlp: tup
         if action is None:
             return (f"{owner}() does not say what it does when {function}() fails with "
                     f"'if (!{c_table})', so the action for a changed pmd there is unknown")
-        for lock in _lock_sites(text, toks, body, local):
+        for lock in _lock_sites(text, toks, body, local, api):
             sites.append(CallerLock(owner, _pos(text, t), tuple(render(tuple(a)) for a in args), *lock,
                                     pmd=c_pmd, table=c_table, action=action))
     if not sites:
@@ -154,7 +154,7 @@ def _failure_action(toks, call: int, body: tuple[int, int], table: str) -> str |
     return None
 
 
-def _lock_sites(text: str, toks, body: tuple[int, int], local: str):
+def _lock_sites(text: str, toks, body: tuple[int, int], local: str, api: Knowledge):
     """(lock pos, lock expr, local, moved) for each lock call on local, or
     on a member assigned from it just before ("m = local; spin_lock(m);")."""
     a, b = body
@@ -165,10 +165,10 @@ def _lock_sites(text: str, toks, body: tuple[int, int], local: str):
     text_of = lambda i, j: [t.text for t in toks[i:j]]  # noqa: E731
     for i in range(first, last):
         t = toks[i]
-        if t.kind != "ident" or t.text not in api.LOCKERS or toks[i + 1].text != "(":
+        if t.kind != "ident" or t.text not in api.lockers or toks[i + 1].text != "(":
             continue
         close = _match(toks, i + 1)
-        arg = _split_args(toks[i + 2:close])[api.LOCKERS[t.text]]
+        arg = _split_args(toks[i + 2:close])[api.lockers[t.text]]
         statement = toks[i - 1].text in (";", "{", "}", ":") and toks[close + 1].text == ";"
         pos = _pos(text, toks[i])
         if arg == [local]:

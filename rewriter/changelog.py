@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from rewriter import kernel_api as api
 
 # --------------------------------------------------------------------------
 # subject prefixes
@@ -149,7 +148,7 @@ class Facts:
         self.handed_back = self.handed_back or other.handed_back
 
 
-def facts_of(reasons: tuple[str, ...] | list[str]) -> Facts:
+def facts_of(reasons: tuple[str, ...] | list[str], api) -> Facts:
     """The names in the scan's reasons, sorted by what they are."""
     f = Facts()
     for reason in reasons:
@@ -160,10 +159,10 @@ def facts_of(reasons: tuple[str, ...] | list[str]) -> Facts:
         for k, name in enumerate(names):
             if through and k > 0:
                 continue  # what the helper calls: the helper is what this function does
-            if name in api.PTE_WRITERS:
+            if name in api.writers:
                 if name not in f.writers:
                     f.writers.append(name)
-            elif name in api.TABLE_REMOVERS:
+            elif name in api.table_removers:
                 if name not in f.removers:
                     f.removers.append(name)
             elif k == 0 and reason.startswith("writes through"):
@@ -187,7 +186,7 @@ def basis_of(verdict: str, recheck: str | None, basis: str, reasons) -> str:
     return "review"
 
 
-def call_values(site, entry, default_reason: str) -> dict:
+def call_values(site, entry, default_reason: str, api) -> dict:
     """What the templates say about one call (no line numbers)."""
     v = site.verdict
     overridden = (entry.verdict, entry.recheck) != (v.verdict, v.recheck)
@@ -223,7 +222,7 @@ def call_values(site, entry, default_reason: str) -> dict:
         "write_locked_by": [{"function": fn, "file": file} for fn, file in getattr(v, "write_locked_by", ())],
         "question": getattr(v, "question", "") if v.review else "",
         "review": v.review,
-        "facts": facts_of(v.reasons),
+        "facts": facts_of(v.reasons, api),
     }
 
 

@@ -21,10 +21,11 @@ from rewriter import __version__, cache, callers, diffs, outputs, rewrite
 from rewriter import plan as plan_mod
 from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
                              RewriterError)
-from rewriter.helpers import Names, check_names_free
+from rewriter import recipe as recipe_mod
+from rewriter.helpers import check_names_free
 from rewriter.runner import Runner
 from rewriter import scan as scan_mod
-from rewriter.scan import FUNCTION, Scan, scan
+from rewriter.scan import Scan, scan
 from rewriter.tree import open_tree
 
 
@@ -43,12 +44,16 @@ def _progress_printer():
 def _add_tree_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", default=".", help="kernel git repository (default: current directory)")
     p.add_argument("--rev", default="HEAD", help="revision to read (default: HEAD)")
+    p.add_argument("--recipe", default=None, metavar="NAME|PATH",
+                   help=f"the API split to make: a recipe's name ('rewriter recipes' lists them) or the path "
+                        f"of a recipe folder (default: {recipe_mod.DEFAULT})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rewriter",
-        description=f"Split {FUNCTION}() callers into read-only and may-write variants.")
+        description="Split a kernel function's callers into read-only and may-write variants, by recipe "
+                    f"(default: {recipe_mod.DEFAULT}; see 'rewriter recipes').")
     parser.add_argument("--version", action="version", version=f"rewriter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("scan", help="find and classify every call")
@@ -74,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_series_parser(sub)
     _add_check_parser(sub)
+
+    p = sub.add_parser("recipes", help="list the recipes: the API splits rewriter can make")
+    p.set_defaults(func=cmd_recipes)
     return parser
 
 
@@ -88,10 +96,25 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 def _add_rewrite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", metavar="FILE", help="the plan to follow (default: the scan's verdicts)")
-    p.add_argument("--names", default="readonly,maywrite",
-                   help="A,B names the variants pte_offset_map_A_nolock / pte_offset_map_B_nolock "
-                        "(default: readonly,maywrite; ro,rw is the other agreed choice)")
+    p.add_argument("--names", default=None, metavar="A,B",
+                   help="the words that name the read-only and the may-write variant in the recipe's "
+                        "pattern (pte_offset_map_A_nolock / pte_offset_map_B_nolock by default: "
+                        "readonly,maywrite; ro,rw is the other agreed choice)")
     _add_run_args(p)
+
+
+def _recipe(args: argparse.Namespace):
+    """--recipe; without it, the recipe a --plan was made with, else the
+    default.  A --plan made with another recipe than --recipe is refused
+    before any work."""
+    recorded = plan_mod.recorded_recipe(args.plan) if getattr(args, "plan", None) else None
+    if args.recipe is None and recorded is not None:
+        return recipe_mod.find(recorded)
+    chosen = recipe_mod.find(args.recipe)
+    if recorded is not None and recorded != chosen.name:
+        raise InputError(f"{args.plan}: the plan was made with the recipe {recorded!r}, not {chosen.name!r}; "
+                         f"pass --recipe {recorded}, or write a plan with this one")
+    return chosen
 
 
 def _caller_depth(args: argparse.Namespace) -> int:
@@ -123,10 +146,11 @@ def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True):
     as it is and says so in a note."""
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    names = Names.parse(args.names)
+    recipe = _recipe(args)
+    names = recipe.names(args.names)
     # One pass of git grep over the tree for the old name and the new ones.
-    scan_mod.grep(tree, runner, (FUNCTION, names.readonly, names.maywrite))
-    result = scan(tree, runner, depth=_caller_depth(args))
+    scan_mod.grep(tree, runner, (recipe.function, names.readonly, names.maywrite))
+    result = scan(tree, runner, recipe, depth=_caller_depth(args))
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
     if chosen.made_at and chosen.made_at != result.rev:
@@ -167,7 +191,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _check_output_file(args.output, "-o")
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    result = scan(tree, runner, depth=_caller_depth(args))
+    result = scan(tree, runner, recipe_mod.find(args.recipe), depth=_caller_depth(args))
     _refuse_errors(result, "no plan written")
     text = plan_mod.dump(plan_mod.from_scan(result), result)
     if args.output == "-":
@@ -306,10 +330,19 @@ def _drop_stdout() -> None:
         pass
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """One line a recipe: its name, the function it splits, and its summary."""
+    found = [recipe_mod.load(folder) for folder in recipe_mod.available()]
+    width = max(len(r.name) for r in found)
+    write_stdout("".join(f"{r.name:<{width}}  {r.function}() -> {r.default_names.readonly}(), "
+                         f"{r.default_names.maywrite}()\n{'':<{width}}  {r.summary}\n" for r in found))
+    return EXIT_OK
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
-    result = scan(tree, runner, depth=_caller_depth(args))
+    result = scan(tree, runner, recipe_mod.find(args.recipe), depth=_caller_depth(args))
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     if fmt == "json":
         write_stdout(json.dumps(result.to_json(), indent=2) + "\n")
@@ -506,7 +539,8 @@ def _add_series_parser(sub) -> None:
     _add_tree_args(p)
     _add_rewrite_args(p)
     p.add_argument("--branch", metavar="NAME",
-                   help="the branch to create (default: rewriter/pte-map-A-B-vN from --names and -v)")
+                   help="the branch to create (default: the recipe's, from --names and -v; "
+                        "rewriter/pte-map-A-B-vN for pte_offset_map_nolock)")
     p.add_argument("-v", "--reroll-count", dest="reroll_count", type=int, default=1, metavar="N",
                    help="the version of the series (default: 1); from 2, 'Changes in vN' are written "
                         "from the recorded version N-1")
@@ -536,10 +570,12 @@ def cmd_series(args: argparse.Namespace) -> int:
     opts = series.Options(out_dir=args.output_directory, version=args.reroll_count, branch=args.branch,
                           subject_prefix=args.subject_prefix, to=tuple(args.to), cc=tuple(args.cc),
                           force=args.force, author=args.author, testing=args.testing, b4=args.b4,
-                          names_option="" if args.names == "readonly,maywrite" else args.names)
+                          recipe=_recipe(args))
     # The refusals (existing branch, output directory, addresses, no
     # previous version) come before the scan.
-    ready = series.prepare(open_tree(args.tree, args.rev), Names.parse(args.names), opts)
+    names = opts.recipe.names(args.names)
+    opts = dataclasses.replace(opts, names_option=opts.recipe.names_option(names))
+    ready = series.prepare(open_tree(args.tree, args.rev), names, opts)
     tree, runner, names, result, chosen = _scan_and_plan(args)
     rewrite.check_editable(tree, rewrite.edited_files(result))
     if args.plan:
@@ -567,6 +603,8 @@ def _add_check_parser(sub) -> None:
     p = sub.add_parser("check", help="check the patch series like a maintainer's CI: checkpatch, "
                                      "every patch builds, git send-email round trip")
     p.add_argument("--tree", default=".", help="kernel git repository (default: current directory)")
+    p.add_argument("--recipe", default=None, metavar="NAME|PATH",
+                   help=f"the recipe the series was made with (default: {recipe_mod.DEFAULT})")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--series", metavar="DIR",
                        help="directory of git format-patch files (default: outgoing)")
@@ -611,10 +649,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     # Progress on a terminal only, as for series: elsewhere standard error
     # holds the one line of a refusal, if any.
+    function = recipe_mod.find(args.recipe).function
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
-                         progress=say if sys.stderr.isatty() else None, build_options={"jobs": args.jobs},
+                         progress=say if sys.stderr.isatty() else None,
+                         build_options={"jobs": args.jobs, "function": function},
                          mbox=args.mbox, mbox_dir=_user_tmp, boot=args.boot,
-                         boot_options={"jobs": args.jobs, "accel": args.accel,
+                         boot_options={"jobs": args.jobs, "accel": args.accel, "function": function,
                                        **({"every": args.boot_every} if args.boot_every else {})})
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")

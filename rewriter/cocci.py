@@ -1,26 +1,11 @@
-"""Render the semantic patches in cocci/ (Jinja2, strict about undefined names)."""
+"""Render the semantic patches in cocci/ (through the one environment of rewriter.text)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from rewriter import text
 
-import jinja2
-
-from rewriter import cache
-
-COCCI_DIR = Path(__file__).resolve().parent.parent / "cocci"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(COCCI_DIR)),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-    bytecode_cache=cache.jinja_bytecode_cache(),
-)
+COCCI_DIR = text.COCCI_DIR
 
 
 def render(template: str, **values: object) -> str:
-    return _env.get_template(template).render(**values)
-
+    return text.render(template, **values)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewriter import kernel_api as api
+from rewriter.recipe import Knowledge
 from rewriter.clex import closing, split_top, tokens
 
 Pos = tuple[int, int]
@@ -36,7 +36,7 @@ class Exit:
     block: tuple[int, int]  # the lines of the { } block holding the if
 
 
-def exits(source: str, first_line: int, last_line: int) -> list[Exit]:
+def exits(source: str, first_line: int, last_line: int, api: Knowledge) -> list[Exit]:
     """The leaving tests of entries in the lines first..last of source."""
     toks = [t for t in tokens(source) if not t.preproc and t.kind != "comment"]
     out = []
@@ -54,7 +54,7 @@ def exits(source: str, first_line: int, last_line: int) -> list[Exit]:
         if branch_end is None or not _leaves(toks, close + 1, branch_end):
             continue
         a, b = max((b for b in blocks if b[0] < i < b[1]), key=lambda b: b[0], default=(0, len(toks) - 1))
-        for entry, proves in _tests(cond):
+        for entry, proves in _tests(cond, api):
             out.append(Exit(t.line, entry, proves, (toks[a].line, toks[b].line)))
     return out
 
@@ -65,7 +65,7 @@ def encloses(ex: Exit, line: int) -> bool:
     return first <= line <= last and line > ex.line
 
 
-def _tests(cond: list[str]) -> list[tuple[tuple[str, ...], str]]:
+def _tests(cond: list[str], api: Knowledge) -> list[tuple[tuple[str, ...], str]]:
     """(entry, what leaving on this condition proves of it after the if)."""
     cond = _strip(cond)
     out = []
@@ -78,9 +78,9 @@ def _tests(cond: list[str]) -> list[tuple[tuple[str, ...], str]]:
         if len(part) < 4 or part[1] != "(" or part[-1] != ")":
             continue
         name, arg = part[0], tuple(part[2:-1])
-        if name in api.NONE_IF_TRUE:
+        if name in api.none_if_true:
             out.append((arg, "none" if negated else "not_none"))
-        elif name in api.NOT_NONE_IF_TRUE and negated:
+        elif name in api.not_none_if_true and negated:
             out.append((arg, "not_none"))
     if len(split_top(cond, "||")) > 1:
         # leaving when any part holds: a part that proves "none" proves nothing

@@ -1,15 +1,24 @@
 """The two functions that replace pte_offset_map_nolock().
 
-introduce() adds them next to the old function, in the three files that
-define and document it:
+introduce() adds them next to the old function, in the files that define
+and document it, in whatever shape the tree has them:
 
 * include/linux/mm.h: their prototypes, right after the old prototype;
-* mm/pgtable-generic.c: their definitions, right after the old definition,
-  and a paragraph for each in the block comment that explains the old one;
-* Documentation/mm/split_page_table_lock.rst: an entry for each, right after
-  the old entry.
+* mm/pgtable-generic.c: their definitions, right after the old definition.
+  When a block comment there has a paragraph about the old function (as
+  from Linux 6.6), a paragraph for each new one follows it; otherwise (as
+  in 6.5) each new definition gets a kernel-doc comment of its own;
+* Documentation/mm/split_page_table_lock.rst: an entry for each, right
+  after the old entry, when the file is there and has one.
 
-remove() takes the old function out again once no caller is left.
+What the new comments say about RCU is said only when the tree's own code
+makes it true: __pte_offset_map() calls rcu_read_lock() and every
+pte_unmap() in include/linux/pgtable.h calls rcu_read_unlock() (the
+recipe's facts, checked by code_facts).
+
+remove() takes the old function out again once no caller is left, with
+whatever of its paragraph, kernel-doc comment and documentation entry the
+tree has (old_parts says which).
 
 The C is changed by the semantic patches cocci/introduce.cocci.j2 and
 cocci/remove.cocci.j2, each run in two steps: "find" reports where the old
@@ -18,9 +27,9 @@ changes exactly those places.  The C of the new functions comes from the
 templates in templates/helpers/.  When spatch removes a top-level item it
 also takes the blank line or the comment in front of it; remove() puts
 that back (see _keep_layout_before), after checking that spatch cut out
-the item and nothing else.  The comment paragraphs and the documentation
-entries are prose, so they are edited here as text, line by line, and
-nothing else in those files is touched.
+the item and nothing else.  The comments and the documentation entries
+are prose, so they are edited here as text, line by line, and nothing else
+in those files is touched.
 
 Both functions are pure: they take file contents and return new contents
 (tree-relative path -> bytes); spatch works on copies in a scratch
@@ -37,55 +46,18 @@ from dataclasses import dataclass
 import git
 
 from rewriter import cocci
-from rewriter import text as templates
 from rewriter.errors import InputError, RewriterError
+from rewriter.recipe import Names, Recipe
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import Tree
 
-OLD = "pte_offset_map_nolock"
-HEADER = "include/linux/mm.h"
-SOURCE = "mm/pgtable-generic.c"
-DOC = "Documentation/mm/split_page_table_lock.rst"
-FILES = (HEADER, SOURCE, DOC)
-C_FILES = (HEADER, SOURCE)
-
 FIND = "@@REWRITER-HELPERS@@"
-PMDVALP = "pmdvalp"  # the parameter the may-write variant adds
-PARAMS = ("mm", "pmd", "addr", "ptlp")  # as the templates call the old parameters
-BASE_TYPEDEFS = ("pmd_t", "pte_t", "spinlock_t")
 MAX_COLUMNS = 100  # no added line may be longer than this
 COMMENT_WIDTH = (72, 80)  # prose is wrapped to its comment's width, within these bounds
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPEDEF_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*_t\b")
-
-
-@dataclass(frozen=True)
-class Names:
-    """The full names of the read-only and of the may-write variant."""
-
-    readonly: str
-    maywrite: str
-
-    @classmethod
-    def parse(cls, text: str) -> Names:
-        """'A,B' -> pte_offset_map_A_nolock, pte_offset_map_B_nolock."""
-        hint = "give two different words separated by a comma, such as 'readonly,maywrite' or 'ro,rw'"
-        parts = [p.strip() for p in text.split(",")]
-        if len(parts) != 2 or not all(parts):
-            raise InputError(f"names {text!r}: {hint}")
-        full = [f"pte_offset_map_{word}_nolock" for word in parts]
-        for word, name in zip(parts, full):
-            if not _IDENTIFIER.fullmatch(name):
-                raise InputError(f"names {text!r}: {name!r} is not a C identifier; "
-                                 f"use only letters, digits and '_' in {word!r}")
-        if full[0] == full[1]:
-            raise InputError(f"names {text!r}: both functions would be called {full[0]}; {hint}")
-        return cls(*full)
-
-
-DEFAULT_NAMES = Names("pte_offset_map_readonly_nolock", "pte_offset_map_maywrite_nolock")
 
 
 def check_names_free(tree: Tree, names: Names) -> None:
@@ -113,7 +85,7 @@ class _Old:
     body: str  # the lines between the braces of the definition
 
 
-def introduce(tree: Tree, runner: Runner, names: Names, old: str = OLD) -> dict[str, bytes]:
+def introduce(tree: Tree, runner: Runner, names: Names, recipe: Recipe) -> dict[str, bytes]:
     """The new contents of the files that get the two new functions.
 
     The originals are read from tree at its revision; the result maps each
@@ -122,40 +94,53 @@ def introduce(tree: Tree, runner: Runner, names: Names, old: str = OLD) -> dict[
     """
     runner.check_spatch()
     check_names_free(tree, names)
-    files = {path: _read(tree, path) for path in FILES}
-    found = _find_old(runner, files, old)
-    values = dict(found.params, pmdvalp=PMDVALP)
+    old, (HEADER, SOURCE, DOC) = recipe.function, recipe.files
+    files = {path: _read(tree, path) for path in recipe.c_files}
+    doc = _read_if_there(tree, DOC)
+    found = _find_old(runner, files, recipe)
+    facts = code_facts(tree, recipe)
+    values = dict(found.params, **{recipe.inserted["name"]: recipe.inserted["name"]}, **facts)
     c_text = {
-        "readonly_prototype": _render("helpers/readonly.c.j2", name=names.readonly, prototype=True, **values),
-        "maywrite_prototype": _render("helpers/maywrite.c.j2", name=names.maywrite, prototype=True, **values),
-        "readonly_definition": _render("helpers/readonly.c.j2", name=names.readonly, prototype=False,
+        "readonly_prototype": _render(recipe, "helpers/readonly.c.j2", name=names.readonly, prototype=True, **values),
+        "maywrite_prototype": _render(recipe, "helpers/maywrite.c.j2", name=names.maywrite, prototype=True, **values),
+        "readonly_definition": _render(recipe, "helpers/readonly.c.j2", name=names.readonly, prototype=False,
                                        body=found.body, **values),
-        "maywrite_definition": _render("helpers/maywrite.c.j2", name=names.maywrite, prototype=False, **values),
+        "maywrite_definition": _render(recipe, "helpers/maywrite.c.j2", name=names.maywrite, prototype=False, **values),
     }
-    typedefs = set(BASE_TYPEDEFS) | set(_TYPEDEF_NAME.findall(found.body))
-    rule = cocci.render("introduce.cocci.j2", step="apply", old=old,
+    typedefs = set(recipe.typedefs) | set(_TYPEDEF_NAME.findall(found.body))
+    rule = cocci.render("introduce.cocci.j2", step="apply", old=old, returns=_signature(recipe)["returns"],
                         readonly=names.readonly, maywrite=names.maywrite,
                         prototypes=repr({(HEADER, found.prototype_line)}),
                         definitions=repr({(SOURCE, found.definition_line)}),
                         typedefs=sorted(typedefs), **c_text)
-    out = _transform(runner, rule, files, "introduce")
+    out = _transform(runner, rule, files, "introduce", recipe.c_files)
     block = "{\n" + found.body + "\n}\n"
     if _text(out[SOURCE]).count(block) != _text(files[SOURCE]).count(block) + 1:
         raise RewriterError(f"{SOURCE}: spatch changed the layout of the body of {old}() when it copied it "
                             f"into {names.readonly}(); the definition needs to be added by hand")
-    for path in C_FILES:
+    for path in recipe.c_files:
         _check_added_lines(path, files[path], out[path])
 
-    comment = _render("helpers/comment.txt.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
-    out[SOURCE] = _add_paragraphs(SOURCE, out[SOURCE], old, comment.split("\n\n"))
-    entries = _render("helpers/doc.rst.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
-    out[DOC] = _add_doc_entries(DOC, files[DOC], old, entries)
+    if _paragraphs(SOURCE, _lines(_text(files[SOURCE])), old):
+        comment = _render(recipe, "helpers/comment.txt.j2", readonly=names.readonly, maywrite=names.maywrite,
+                          **values)
+        out[SOURCE] = _add_paragraphs(SOURCE, out[SOURCE], old, comment.split("\n\n"))
+    else:
+        # Nothing to put the new text after: each function gets its own.
+        for function, name in (("readonly", names.readonly), ("maywrite", names.maywrite)):
+            text = _render(recipe, "helpers/kerneldoc.txt.j2", function=function, readonly=names.readonly,
+                           maywrite=names.maywrite, **values)
+            out[SOURCE] = _add_kerneldoc(SOURCE, out[SOURCE], name, text)
+    if doc is not None and _doc_entries(DOC, _lines(_text(doc)), old):
+        entries = _render(recipe, "helpers/doc.rst.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
+        out[DOC] = _add_doc_entries(DOC, doc, old, entries)
     return out
 
 
-def _find_old(runner: Runner, files: dict[str, bytes], old: str) -> _Old:
-    rule = cocci.render("introduce.cocci.j2", step="find", old=old, marker=FIND)
-    results = runner.run(rule, {path: files[path] for path in C_FILES}, FIND, step="find")
+def _find_old(runner: Runner, files: dict[str, bytes], recipe: Recipe) -> _Old:
+    old, (HEADER, SOURCE) = recipe.function, recipe.c_files
+    rule = cocci.render("introduce.cocci.j2", step="find", old=old, marker=FIND, **_signature(recipe))
+    results = runner.run(rule, {path: files[path] for path in recipe.c_files}, FIND, step="find")
     records: dict[str, list[dict]] = {}
     for res in results:
         if res.error:
@@ -178,21 +163,30 @@ def _find_old(runner: Runner, files: dict[str, bytes], old: str) -> _Old:
                          f"{', '.join(map(str, others))}); expected one")
     definitions = [r for r in records[SOURCE] if r["kind"] == "definition"]
     if not definitions:
-        raise InputError(f"{SOURCE}:{others[0]}: {old}() does not take (struct mm_struct *, pmd_t *, "
-                         f"unsigned long, spinlock_t **), which the new functions are written for")
+        raise InputError(f"{SOURCE}:{others[0]}: {old}() does not take "
+                         f"({', '.join(p.type for p in recipe.params)}), which the new functions are written for")
     rec = definitions[0]
     line = rec["line"]
-    body = _body(_text(files[SOURCE]), rec["open"], rec["close"], line, old)
-    return _Old(prototypes[0], line, dict(zip(PARAMS, rec["params"])), body)
+    body = _body(_text(files[SOURCE]), rec["open"], rec["close"], line, old, SOURCE)
+    return _Old(prototypes[0], line, dict(zip((p.name for p in recipe.params), rec["params"])), body)
 
 
-def _body(text: str, open_pos: list[int], close_pos: list[int], line: int, old: str) -> str:
+def _signature(recipe: Recipe) -> dict[str, object]:
+    """The old function's return type and parameter list, as introduce.cocci
+    matches them (metavariables MM, PMD, ADDR, PTLP in the roles' order)."""
+    names = ("MM", "PMD", "ADDR", "PTLP")
+    spaced = [t if t.endswith("*") else t + " " for t in (recipe.returns, *(p.type for p in recipe.params))]
+    return {"returns": spaced[0], "signature": ", ".join(t + n for t, n in zip(spaced[1:], names)),
+            "typedefs": sorted(recipe.typedefs)}
+
+
+def _body(text: str, open_pos: list[int], close_pos: list[int], line: int, old: str, source: str) -> str:
     """The lines strictly between the braces, which must be on lines of their own."""
     lines = text.split("\n")
     (open_line, open_col), (close_line, close_col) = open_pos, close_pos
     if (lines[open_line - 1][open_col + 1:].strip() or lines[close_line - 1][:close_col].strip()
             or close_line - open_line < 2):
-        raise InputError(f"{SOURCE}:{line}: the braces of {old}() are not on lines of their own, "
+        raise InputError(f"{source}:{line}: the braces of {old}() are not on lines of their own, "
                          f"as the kernel style has them; lay the function out that way first")
     return "\n".join(lines[open_line:close_line - 1])
 
@@ -228,7 +222,7 @@ class Beside:
     (introduced, removed) or raises what they raised; wait() only joins,
     for a caller that fails first."""
 
-    def __init__(self, tree: Tree, runner: Runner, names: Names, old: str = OLD):
+    def __init__(self, tree: Tree, runner: Runner, names: Names, recipe: Recipe):
         # GitPython's Repo is not for two threads: this one reads through
         # a Repo of its own.
         self._tree = Tree(tree.path, tree.rev, git.Repo(tree.repo.git_dir))
@@ -237,8 +231,8 @@ class Beside:
 
         def work() -> None:
             try:
-                introduced = introduce(self._tree, runner, names, old=old)
-                self._done[:] = [introduced, remove(introduced, runner, names, old=old)]
+                introduced = introduce(self._tree, runner, names, recipe)
+                self._done[:] = [introduced, remove(introduced, runner, names, recipe)]
             except BaseException as exc:  # raised again in the caller's thread
                 self._failure.append(exc)
             finally:
@@ -270,37 +264,74 @@ class Beside:
         return introduced, removed
 
 
-def remove(files: dict[str, bytes], runner: Runner, names: Names, old: str = OLD) -> dict[str, bytes]:
+def remove(files: dict[str, bytes], runner: Runner, names: Names, recipe: Recipe) -> dict[str, bytes]:
     """Take the old function out of files, the contents after introduce().
 
-    Removes its prototype, its definition, its paragraph of the block
-    comment and its documentation entry; every other byte stays.
+    Removes its prototype and its definition, and whatever else of it the
+    files have (old_parts): its paragraph of the block comment, its
+    kernel-doc comment, its documentation entry.  Every other byte stays.
+    DOC may be left out of files when the tree has no entry for it.
     """
-    missing = [path for path in FILES if path not in files]
+    old, (HEADER, SOURCE, DOC), C_FILES = recipe.function, recipe.files, recipe.c_files
+    missing = [path for path in C_FILES if path not in files]
     if missing:
         raise InputError(f"cannot remove {old}() without {', '.join(missing)}")
-    for path in FILES:
+    parts = old_parts(files, recipe)
+    for path in C_FILES + ((DOC,) if parts.doc else ()):
         for name in (names.readonly, names.maywrite):
             if not re.search(rf"\b{re.escape(name)}\b", _text(files[path])):
                 raise InputError(f"{path}: {name} is not there yet; introduce the new functions "
                                  f"before removing {old}()")
     runner.check_spatch()
-    spans = _find_removals(runner, files, old)
+    spans = _find_removals(runner, files, old, recipe.c_files)
     rule = cocci.render("remove.cocci.j2", step="apply", old=old,
                         prototypes=repr({(HEADER, *spans[HEADER].at)}),
                         definitions=repr({(SOURCE, *spans[SOURCE].at)}))
-    out = _transform(runner, rule, files, "remove")
+    out = _transform(runner, rule, files, "remove", recipe.c_files)
     for path, span in spans.items():
         out[path] = _keep_layout_before(path, files[path], out[path], span, old)
-    out[SOURCE] = _remove_paragraph(SOURCE, out[SOURCE], old)
-    out[DOC] = _remove_doc_entry(DOC, files[DOC], old)
+    if parts.kerneldoc:
+        out[SOURCE] = _remove_kerneldoc(SOURCE, files[SOURCE], out[SOURCE], spans[SOURCE].start[0] - 1, old)
+    if parts.paragraph:
+        out[SOURCE] = _remove_paragraph(SOURCE, out[SOURCE], old)
+    if parts.doc:
+        out[DOC] = _remove_doc_entry(DOC, files[DOC], old)
     word = re.compile(rf"\b{re.escape(old)}\b")
-    for path in FILES:
-        for n, line in enumerate(_text(out[path]).split("\n"), 1):
+    for path in recipe.files:
+        if path not in files:
+            continue
+        for n, line in enumerate(_text(out.get(path, files[path])).split("\n"), 1):
             if word.search(line):
                 raise InputError(f"{path}:{n}: {old} is still named after removing it; "
                                  f"convert what uses it first")
     return out
+
+
+@dataclass(frozen=True)
+class OldParts:
+    """What documents the old function in the files, besides its prototype
+    and definition: what remove() takes out with them."""
+
+    paragraph: bool  # a paragraph about it in a block comment in SOURCE
+    comment_above: str  # the function defined right after that comment ("" if none)
+    kerneldoc: bool  # a kernel-doc comment right above its definition
+    doc: str  # the documentation file with an entry for it, or ""
+
+
+def old_parts(files: dict[str, bytes], recipe: Recipe) -> OldParts:
+    """What of the old function files (path -> contents) hold, besides its
+    prototype and definition."""
+    old, SOURCE, DOC = recipe.function, recipe.define, recipe.document
+    lines = _lines(_text(files[SOURCE]))
+    paragraphs = _paragraphs(SOURCE, lines, old)
+    above = ""
+    if paragraphs and paragraphs[0].closing + 1 < len(lines):
+        name = re.match(r"^(?:[A-Za-z_][^;{}#\n=(]*[\s*])?([A-Za-z_]\w*)\s*\(", lines[paragraphs[0].closing + 1])
+        above = name.group(1) if name else ""
+    definitions = _definitions(_text(files[SOURCE]), old)
+    kerneldoc = len(definitions) == 1 and _old_kerneldoc(lines, definitions[0][0], old) is not None
+    doc = DOC if DOC in files and _doc_entries(DOC, _lines(_text(files[DOC])), old) else ""
+    return OldParts(bool(paragraphs), above, kerneldoc, doc)
 
 
 @dataclass(frozen=True)
@@ -313,8 +344,9 @@ class _Span:
     end: tuple[int, int]  # line and column just after its last character
 
 
-def _find_removals(runner: Runner, files: dict[str, bytes], old: str) -> dict[str, _Span]:
+def _find_removals(runner: Runner, files: dict[str, bytes], old: str, c_files: tuple[str, str]) -> dict[str, _Span]:
     rule = cocci.render("remove.cocci.j2", step="find", old=old, marker=FIND)
+    HEADER, SOURCE = C_FILES = c_files
     results = runner.run(rule, {path: files[path] for path in C_FILES}, FIND, step="find")
     found: dict[str, set[_Span]] = {path: set() for path in C_FILES}
     for res in results:
@@ -372,13 +404,14 @@ def _keep_layout_before(path: str, before: bytes, after: bytes, span: _Span, old
     while prefix < limit and text[prefix] == cut[prefix]:
         prefix += 1
     # spatch cut text[a:a + removed], the whole item and perhaps what is
-    # around it; find the a that explains its output.
-    for a in range(prefix, max(end - removed, 0) - 1, -1):
-        if text[a + removed:] == cut[a:]:
-            break
-    else:
+    # around it; find an a that explains its output.  Where the text
+    # around the cut repeats (a comment above the item that starts like
+    # the one above the next item), several do, and one within the
+    # item's space is enough.
+    explained = [a for a in range(prefix, max(end - removed, 0) - 1, -1) if text[a + removed:] == cut[a:]]
+    if not explained:
         raise RewriterError(f"{where}: spatch changed more than the {span.kind} of {old}()")
-    if a + removed > last or _strip_comments(text[a:first]).strip():
+    if not any(a + removed <= last and not _strip_comments(text[a:first]).strip() for a in explained):
         raise RewriterError(f"{where}: spatch did not cut exactly the {span.kind} of {old}() "
                             f"and the space around it")
     return _bytes(text[:first] + text[last:])
@@ -400,8 +433,15 @@ def _read(tree: Tree, path: str) -> bytes:
                          f"is this a Linux tree?") from None
 
 
-def _render(template: str, **values: object) -> str:
-    return templates.render(template, **values).strip("\n")
+def _read_if_there(tree: Tree, path: str) -> bytes | None:
+    try:
+        return tree.read(path)
+    except KeyError:
+        return None
+
+
+def _render(recipe: Recipe, template: str, **values: object) -> str:
+    return recipe.render(template, **values).strip("\n")
 
 
 def _text(data: bytes) -> str:
@@ -418,7 +458,8 @@ def _bytes(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def _transform(runner: Runner, rule: str, files: dict[str, bytes], what: str) -> dict[str, bytes]:
+def _transform(runner: Runner, rule: str, files: dict[str, bytes], what: str,
+               C_FILES: tuple[str, str]) -> dict[str, bytes]:
     """Run rule on the C files; each of them must change."""
     results = runner.transform(rule, {path: files[path] for path in C_FILES}, step=what)
     out = {}
@@ -444,8 +485,12 @@ class _Paragraph:
     closing: int  # index of the " */" line of its comment
 
 
-def _find_paragraph(path: str, lines: list[str], old: str) -> _Paragraph:
-    """The paragraph of a block comment that starts by naming old(...)."""
+def _paragraphs(path: str, lines: list[str], old: str) -> list[_Paragraph]:
+    """The paragraphs of block comments that start by naming old(...).
+
+    A kernel-doc comment ("/**") documents one function; it is not a
+    comment that paragraphs about other functions could be added to.
+    """
     start = re.compile(rf" \* {re.escape(old)}\(")
     found = []
     opening = None
@@ -459,6 +504,8 @@ def _find_paragraph(path: str, lines: list[str], old: str) -> _Paragraph:
             opening = None
             continue
         before = lines[i - 1].rstrip("\n")
+        if lines[opening].lstrip().startswith("/**"):
+            continue
         if start.match(line) and (before == " *" or i - 1 == opening):
             last = i
             while last + 1 < len(lines) and lines[last + 1].startswith(" * ") and "*/" not in lines[last + 1]:
@@ -469,12 +516,18 @@ def _find_paragraph(path: str, lines: list[str], old: str) -> _Paragraph:
             if closing == len(lines):
                 raise InputError(f"{path}:{opening + 1}: a comment that does not end")
             found.append(_Paragraph(i, last, opening, closing))
-    if not found:
-        raise InputError(f"{path}: no comment paragraph starts with {old}(...); "
-                         f"nothing to put the new paragraphs after")
     if len(found) > 1:
         raise InputError(f"{path}: {len(found)} comment paragraphs start with {old}(...) (lines "
                          f"{', '.join(str(p.first + 1) for p in found)}); expected one")
+    return found
+
+
+def _find_paragraph(path: str, lines: list[str], old: str) -> _Paragraph:
+    """The paragraph of a block comment that starts by naming old(...)."""
+    found = _paragraphs(path, lines, old)
+    if not found:
+        raise InputError(f"{path}: no comment paragraph starts with {old}(...); "
+                         f"nothing to put the new paragraphs after")
     return found[0]
 
 
@@ -506,18 +559,23 @@ def _remove_paragraph(path: str, data: bytes, old: str) -> bytes:
     return _bytes("".join(lines))
 
 
-def _wrap(text: str, width: int, prefix: str) -> list[str]:
+def _wrap(text: str, width: int, prefix: str, more: str | None = None) -> list[str]:
     """Fill text into lines of at most width columns (unless one word is
-    longer), each starting with prefix."""
+    longer), the first starting with prefix and the others with more
+    (prefix too if more is None)."""
     lines: list[str] = []
     current = ""
+
+    def lead() -> str:
+        return prefix if not lines or more is None else more
+
     for word, gap in _words(text):
-        if current and len((prefix + current + word).expandtabs()) > width:
-            lines.append(prefix + current.rstrip(" "))
+        if current and len((lead() + current + word).expandtabs()) > width:
+            lines.append(lead() + current.rstrip(" "))
             current = ""
         current += word + gap
     if current:
-        lines.append(prefix + current.rstrip(" "))
+        lines.append(lead() + current.rstrip(" "))
     return lines
 
 
@@ -556,22 +614,157 @@ def _eol(line: str) -> str:
 
 
 # --------------------------------------------------------------------------
+# kernel-doc comments
+# --------------------------------------------------------------------------
+
+def _add_kerneldoc(path: str, data: bytes, name: str, text: str) -> bytes:
+    """Put the kernel-doc comment written in text right above the definition
+    of name.  In text, blocks are separated by an empty line and each line
+    is one item ("name - what it does", "@arg: ...", a paragraph,
+    "Context: ..."), filled to the kernel's 80 columns; the lines that
+    continue an "@arg:" item are indented by a tab."""
+    lines = _lines(_text(data))
+    at = [line for line, _body in _definitions(_text(data), name)]
+    if len(at) != 1:
+        raise RewriterError(f"{path}: {len(at)} definitions of {name}() to document; expected one")
+    eol = _eol(lines[at[0]])
+    new = ["/**"]
+    for n, block in enumerate(text.split("\n\n")):
+        if n:
+            new.append(" *")
+        for item in block.split("\n"):
+            new.extend(_wrap(item, COMMENT_WIDTH[1], " * ", " *\t" if item.startswith("@") else " * "))
+    new.append(" */")
+    lines[at[0]:at[0]] = [line + eol for line in new]
+    return _bytes("".join(lines))
+
+
+def _old_kerneldoc(lines: list[str], definition: int, old: str) -> tuple[int, int] | None:
+    """(first, last) line indexes of the kernel-doc comment of old() that
+    ends right above its definition, which starts at line index definition."""
+    last = definition - 1
+    if last < 1 or lines[last].strip() != "*/":
+        return None
+    first = last - 1
+    while first >= 0 and not lines[first].lstrip().startswith("/*"):
+        first -= 1
+    if first < 0 or lines[first].strip() != "/**" or first + 1 == last:
+        return None
+    return (first, last) if re.match(rf" \* {re.escape(old)}(\(\))?\s+-", lines[first + 1]) else None
+
+
+def _remove_kerneldoc(path: str, before: bytes, after: bytes, definition: int, old: str) -> bytes:
+    """after (before without the definition of old, which started at line
+    index definition) without the kernel-doc comment above it."""
+    span = _old_kerneldoc(_lines(_text(before)), definition, old)
+    lines = _lines(_text(after))
+    if span is None or lines[span[0]:span[1] + 1] != _lines(_text(before))[span[0]:span[1] + 1]:
+        raise RewriterError(f"{path}:{definition + 1}: the kernel-doc comment of {old}() is not where "
+                            f"it was before its definition was removed")
+    del lines[span[0]:span[1] + 1]
+    return _bytes("".join(lines))
+
+
+# --------------------------------------------------------------------------
+# facts from the tree's code
+# --------------------------------------------------------------------------
+
+_C_NOISE = re.compile(r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", re.S)
+
+
+def _code(text: str) -> str:
+    """text with its comments and literals blanked out, lines kept."""
+    return _C_NOISE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def _matching(code: str, at: int, opening: str, closing: str) -> int | None:
+    depth = 0
+    for i in range(at, len(code)):
+        if code[i] == opening:
+            depth += 1
+        elif code[i] == closing:
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _definitions(text: str, name: str) -> list[tuple[int, str]]:
+    """(index of its first line, its body) for each definition of name in
+    the C text: a function whose header starts its line (kernel style), or
+    a function-like macro; comments are not part of a body."""
+    code = _code(text)
+    found = []
+    word = re.escape(name)
+    for m in re.finditer(rf"^[^\S\n]*#[^\S\n]*define[^\S\n]+{word}\((?:[^\n]*\\\n)*[^\n]*", code, re.M):
+        found.append((code.count("\n", 0, m.start()), m.group(0)))
+    for m in re.finditer(rf"^(?:[A-Za-z_][^;{{}}#\n=(]*[\s*])?{word}\s*\(", code, re.M):
+        close = _matching(code, m.end() - 1, "(", ")")
+        if close is None:
+            continue
+        rest = code[close + 1:]
+        opening = close + 1 + len(rest) - len(rest.lstrip())
+        if not rest.lstrip().startswith("{"):
+            continue  # a prototype
+        end = _matching(code, opening, "{", "}")
+        if end is not None:
+            found.append((code.count("\n", 0, m.start()), code[opening:end + 1]))
+    return sorted(found)
+
+
+def _calls(body: str, callee: str) -> bool:
+    return re.search(rf"\b{re.escape(callee)}\s*\(", body) is not None
+
+
+def code_facts(tree: Tree, recipe: Recipe) -> dict[str, bool]:
+    """The recipe's facts as the tree's code has them (facts_hold)."""
+    return facts_hold(recipe, lambda path: _read_if_there(tree, path))
+
+
+def facts_hold(recipe: Recipe, read) -> dict[str, bool]:
+    """The recipe's facts ([facts] of recipe.toml) as the code that read
+    (path -> bytes, or None when there is no such file) gives has them: a
+    fact holds when each of its functions is defined in its file and every
+    definition calls what the fact names.  Comments do not count (Linux
+    6.5 has "rcu_read_lock() to be added later" where 6.6 calls it), and a
+    missing file or definition makes the fact false."""
+    out = {}
+    for fact, needs in recipe.facts.items():
+        holds = True
+        for need in needs:
+            data = read(need["file"])
+            bodies = _definitions(_text(data), need["function"]) if data is not None else []
+            holds = holds and bool(bodies) and all(_calls(body, need["calls"]) for _line, body in bodies)
+        out[fact] = holds
+    return out
+
+
+# --------------------------------------------------------------------------
 # the documentation
 # --------------------------------------------------------------------------
 
-def _find_doc_entry(path: str, lines: list[str], old: str) -> tuple[int, int]:
-    """(first, last) line indexes of the entry " - old()" and its description."""
+def _doc_entries(path: str, lines: list[str], old: str) -> list[tuple[int, int]]:
+    """(first, last) line indexes of the entry " - old()" and its description,
+    if the list has one."""
     head = re.compile(rf" - {re.escape(old)}\(\)\s*$")
     found = [i for i, line in enumerate(lines) if head.match(line)]
-    if not found:
-        raise InputError(f"{path}: no entry ' - {old}()'; nothing to put the new entries after")
     if len(found) > 1:
         raise InputError(f"{path}: {len(found)} entries ' - {old}()' (lines "
                          f"{', '.join(str(i + 1) for i in found)}); expected one")
-    first = last = found[0]
-    while last + 1 < len(lines) and lines[last + 1].startswith("\t"):
-        last += 1
-    return first, last
+    spans = []
+    for first in found:
+        last = first
+        while last + 1 < len(lines) and lines[last + 1].startswith("\t"):
+            last += 1
+        spans.append((first, last))
+    return spans
+
+
+def _find_doc_entry(path: str, lines: list[str], old: str) -> tuple[int, int]:
+    found = _doc_entries(path, lines, old)
+    if not found:
+        raise InputError(f"{path}: no entry ' - {old}()'; nothing to put the new entries after")
+    return found[0]
 
 
 def _add_doc_entries(path: str, data: bytes, old: str, entries: str) -> bytes:

@@ -94,7 +94,7 @@ def inject(files: dict[str, bytes], readonly: str, maywrite: str, runner: Runner
 
 def kernel_files(sites: list[Site], makefile: bytes, every: int, delay_us: int) -> dict[str, bytes]:
     """The files to write into the test build's source, besides the injected ones."""
-    c = text.env.get_template("boot/rewriter_inject.c.j2").render(sites=[s.name for s in sites], every=every,
+    c = text.environment().get_template("boot/rewriter_inject.c.j2").render(sites=[s.name for s in sites], every=every,
                                                                   delay_us=delay_us)
     mk = makefile.decode("utf-8", "replace")
     if MAKEFILE_LINE not in mk:

@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rewriter import recipe as recipe_mod
 from rewriter.errors import RewriterError, ToolError
 
 
@@ -735,7 +736,8 @@ def changed_lines(repo: Path, commit: str, path: str) -> set[int]:
 
 
 def build_series(series, say=None, jobs: int | None = None, cache: Path | None = None,
-                 function: str = "pte_offset_map_nolock") -> BuildReport:
+                 function: str | None = None) -> BuildReport:
+    function = function or recipe_mod.find(None).function  # the default recipe's
     say = say or (lambda text: None)
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise ToolError("the build needs make and gcc (Debian: apt-get install build-essential flex bison bc "

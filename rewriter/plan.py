@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rewriter import text
 from rewriter.errors import InputError
+from rewriter.recipe import Recipe
 from rewriter.scan import Scan, Site
 
 VERDICTS = ("ro", "rw")
@@ -68,23 +69,32 @@ def kept(plan: Plan) -> set[str]:
     return {e.key for e in plan.entries if e.decision == "keep"}
 
 
-def default_reason(site: Site) -> str:
+def default_reason(site: Site, recipe: Recipe) -> str:
+    """The reason a plan gives for the scan's verdict, in the recipe's words."""
     v = site.verdict
     if v.verdict == "ro":
-        return "it only reads the entries of the table, so the read-only variant is enough"
+        return recipe.reasons["reads"]
     if v.recheck == "dummy" and v.basis == "mmap_write":
-        where = ", ".join(f"{fn}()" for fn, _f in v.write_locked_by)
-        return (f"every caller holds the mmap_lock for write ({where}), which keeps the page table "
-                f"stable without a pmd_same() recheck")
+        return recipe.reasons["write_locked"].format(holders=", ".join(f"{fn}()" for fn, _f in v.write_locked_by))
     if v.recheck == "dummy":
-        return ("the pte_same() check after taking the lock compares an entry that is not none, "
-                "so it also fails if the page table was replaced, and no pmd_same() recheck is needed")
-    return v.reasons[0] if v.reasons else "it may change the table under the lock"
+        return recipe.reasons["guarded"]
+    return v.reasons[0] if v.reasons else recipe.reasons["writes"]
+
+
+def recorded_recipe(path: str) -> str | None:
+    """The recipe a plan file says it was made with; None when it says
+    none or cannot be read (load() then says what is wrong with it)."""
+    try:
+        with open(path, "rb") as f:
+            name = tomllib.load(f).get("recipe")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def from_scan(scan: Scan) -> Plan:
     return Plan(scan.function, scan.rev, tuple(
-        Entry(s.file, s.function, s.index, s.verdict.verdict, s.verdict.recheck, default_reason(s))
+        Entry(s.file, s.function, s.index, s.verdict.verdict, s.verdict.recheck, default_reason(s, scan.recipe))
         for s in scan.sites))
 
 
@@ -102,7 +112,8 @@ def dump(plan: Plan, scan: Scan) -> str:
                            for n, pos in enumerate(s.verdict.lock_points)] if s.verdict.recheck == "pmd_same" else [],
             "evidence": [{"line": ev.line, "text": ev.text} for ev in s.verdict.evidence],
         })
-    return text.render("plan.toml.j2", function=plan.function, tree=scan.tree, rev=scan.rev, calls=calls)
+    return text.render("plan.toml.j2", recipe=scan.recipe.name, function=plan.function, tree=scan.tree,
+                       rev=scan.rev, calls=calls)
 
 
 def load(path: str, scan: Scan) -> Plan:
@@ -127,6 +138,9 @@ def load(path: str, scan: Scan) -> Plan:
     if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
         raise InputError(f"{path}: 'call' must be a list of [[call]] tables, one per call; "
                          f"write a new plan with 'rewriter plan'")
+    if scan.recipe is not None and data.get("recipe", scan.recipe.name) != scan.recipe.name:
+        raise InputError(f"{path}: the plan was made with the recipe {data.get('recipe')!r}, not "
+                         f"{scan.recipe.name!r}; pass --recipe {data.get('recipe')} or write a plan with this one")
     if data.get("function", scan.function) != scan.function:
         raise InputError(f"{path}: the plan is for {data.get('function')}(), not {scan.function}(); "
                          f"write a plan for it with 'rewriter plan'")
@@ -175,7 +189,7 @@ def load(path: str, scan: Scan) -> Plan:
             raise InputError(f"{where}: {entry.key} is named twice; keep one entry per call")
         if not entry.reason:
             entry = Entry(entry.file, entry.function, entry.index, verdict, recheck,
-                          default_reason(sites[entry.key]), fail, decision)
+                          default_reason(sites[entry.key], scan.recipe), fail, decision)
         entries.append(entry)
     planned = {e.key for e in entries}
     for s in scan.sites:

@@ -48,12 +48,20 @@ def reflow(text: str, width: int = WIDTH) -> str:
 
 
 def sentence(text: str) -> str:
-    """A plan reason as a sentence: capital first letter, final full stop."""
+    """A plan reason as a sentence: capital first letter, final full stop.
+    A sentence that starts with a C name keeps it as it is."""
     text = " ".join(text.split())
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    if not is_c_name(text.split()[0]):
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def is_c_name(word: str) -> bool:
+    """widget_same(), pte_same, *ptlp: a word that names code, whose case is
+    not the sentence's to change."""
+    return bool(re.match(r"^[*&]?[A-Za-z_]\w*(\(\))?[,.;:]?$", word)) and ("_" in word or "(" in word or word[0] in "*&")
 
 
 def clause(text: str) -> str:
@@ -68,24 +76,14 @@ def join_and(items: list[str], last: str = "and") -> str:
     return ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
-# The prose filters join the one environment of templates/ (rewriter.text).
-templates.env.filters["sentence"] = sentence
-templates.env.filters["clause"] = clause
-templates.env.filters["join_and"] = join_and
-templates.env.filters["add_parens"] = lambda name: f"{name}()"
-templates.env.tests["search"] = lambda value, pattern: re.search(pattern, str(value)) is not None
-if "jinja2.ext.do" not in templates.env.extensions:
-    templates.env.add_extension("jinja2.ext.do")
-
-
-def render(template: str, **values: object) -> str:
+def render(template: str, recipe_templates=None, **values: object) -> str:
     """The template's text, as it is (no reflow)."""
-    return templates.render(template, **values)
+    return templates.render(template, recipe_templates, **values)
 
 
-def message(template: str, **values: object) -> tuple[str, str]:
+def message(template: str, recipe_templates=None, **values: object) -> tuple[str, str]:
     """(subject, body) of a template whose first line is the subject and
     whose body, after a blank line, is prose to reflow."""
-    text = render(template, **values)
+    text = render(template, recipe_templates, **values)
     subject, _, body = text.lstrip("\n").partition("\n")
     return " ".join(subject.split()), reflow(body)

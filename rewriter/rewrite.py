@@ -16,11 +16,11 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from rewriter import cocci, text
+from rewriter import cocci, prose
 from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
 from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
-from rewriter.helpers import Names
+from rewriter.recipe import Names, Recipe
 from rewriter.plan import Entry, Plan
 from rewriter.runner import FileResult, Runner
 from rewriter.scan import Scan, Site
@@ -203,7 +203,7 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     check_editable(tree, edited_files(scan, only))
     if only is not None:
         return {path: (tree.read(path), new) for path, new in convert(tree, runner, scan, plan, names, only).items()}
-    beside = helpers.Beside(tree, runner, names, old=scan.function)
+    beside = helpers.Beside(tree, runner, names, scan.recipe)
     try:
         converted = convert(tree, runner, scan, plan, names)
     finally:
@@ -224,10 +224,8 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
 def edited_files(scan: Scan, only: set[str] | None = None) -> set[str]:
     """The files a conversion edits: those with a call to convert and, for
     the whole conversion, the files that get the new helpers."""
-    from rewriter import helpers
-
     files = {s.file for s in scan.sites if only is None or s.key in only}
-    return files | set(helpers.FILES) if only is None else files
+    return files | set(scan.recipe.files) if only is None else files
 
 
 def check_editable(tree: Tree, paths: set[str]) -> None:
@@ -286,7 +284,7 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
     rules: dict[str, list[str]] = {}
     for path, sites in by_file.items():
         source = sources[path].decode("utf-8", errors="surrogateescape")
-        edits = plan_file(path, source, sites, plan, shapes[path])
+        edits = plan_file(path, source, sites, plan, shapes[path], scan.recipe)
         rules[path] = [_render(scan.function, names, r) for r in _rounds(edits)]
     return by_file, sources, rules
 
@@ -362,8 +360,9 @@ def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[S
 
 
 def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
-              shapes: dict[str, Shape]) -> FileEdits:
+              shapes: dict[str, Shape], recipe: Recipe) -> FileEdits:
     lines = source.splitlines()
+    new = recipe.inserted  # the parameter the may-write variant adds, and the callers' locals
     inserts: list[dict] = []
     decls: list[dict] = []
     first_stmt_decls: list[dict] = []
@@ -388,14 +387,14 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
             kind = "dummy"
             name = locals_done.get((site.function, kind))
             if name is None:
-                name = _fresh("dummy_pmdval", used)
+                name = _fresh(new["dummy_local"], used)
                 locals_done[(site.function, kind)] = name
-                _declare(site, shape, lines, name, decls, first_stmt_decls)
+                _declare(site, shape, lines, name, decls, first_stmt_decls, new["local_type"])
             call["pmdval"] = name
             if call["form"] in ("assign", "declared"):
                 indent = _indent_width(lines[site.line - 1])
                 sentence = _sentence(entry.reason)
-                call["comment"] = text.render("c/dummy_comment.c.j2", sentence=sentence,
+                call["comment"] = recipe.render("c/dummy_comment.c.j2", sentence=sentence,
                                               width=max(40, 80 - indent - 3)).rstrip("\n")
                 line = lines[site.line - 1]
                 call["indent"] = line[:len(line) - len(line.lstrip())]
@@ -407,19 +406,19 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
         if carried is not None:
             # The value comes in through a new parameter and goes on to
             # the callers that lock the table this function hands out.
-            name = _fresh("pmdvalp", used)
+            name = _fresh(new["name"], used)
             call["pmdval_arg"] = name
-            inserts.extend(_rechecks(path, source, lines, site, entry, shape, "*" + name))
+            inserts.extend(_rechecks(path, source, lines, site, entry, shape, "*" + name, recipe))
             params.append({"pos": _definition_pos(source, site.function), "function": site.function,
-                           "index": carried.param_index, "code": f"pmd_t *{name}"})
+                           "index": carried.param_index, "code": f"{new['type']}{name}"})
             for cl in carried.sites:
                 _carry_to(cl, carried, shapes[cl.function], source, taken, locals_done, decls, first_stmt_decls,
-                          inserts, removals, lock_args, call_edits)
+                          inserts, removals, lock_args, call_edits, recipe)
         else:
-            name = _fresh(_pmdval_name(site), used)
-            _declare(site, shape, lines, name, decls, first_stmt_decls)
+            name = _fresh(_local_name(site, new), used)
+            _declare(site, shape, lines, name, decls, first_stmt_decls, new["local_type"])
             call["pmdval"] = name
-            inserts.extend(_rechecks(path, source, lines, site, entry, shape, name))
+            inserts.extend(_rechecks(path, source, lines, site, entry, shape, name, recipe))
         for pos, lhs, rhs, taker in _moved(site, entry):
             removals.append({"pos": pos, "function": site.function, "code": f"{lhs} = {rhs};"})
             lock_args.append({"pos": taker, "function": site.function, "old": lhs, "new": rhs})
@@ -445,14 +444,16 @@ def _definition_pos(source: str, function: str) -> Pos:
 
 def _carry_to(cl, carried, shape: Shape, source: str, taken: dict[str, set[str]],
               locals_done: dict[tuple[str, str], str], decls: list[dict], first_stmt_decls: list[dict],
-              inserts: list[dict], removals: list[dict], lock_args: list[dict], call_edits: list[dict]) -> None:
+              inserts: list[dict], removals: list[dict], lock_args: list[dict], call_edits: list[dict],
+              recipe: Recipe) -> None:
     """The caller's side of a carried pmd value: a pmd_t local, passed to
     the call, and a recheck after the caller takes the handed-out lock."""
     used = taken.setdefault(cl.function, _identifiers(source, shape))
     key = (cl.function, "carry")
     if key not in locals_done:  # one local per caller, however many lock sites it has
-        locals_done[key] = _fresh("pmdval", used)
-        _declare_at_top(cl.function, shape, f"pmd_t {locals_done[key]};", decls, first_stmt_decls)
+        locals_done[key] = _fresh(recipe.inserted["local"], used)
+        _declare_at_top(cl.function, shape, f"{recipe.inserted['local_type']} {locals_done[key]};", decls,
+                        first_stmt_decls)
     name = locals_done[key]
     if not any(e["pos"] == cl.call for e in call_edits):
         meta = [f"A{i + 1}" for i in range(len(cl.call_args))]
@@ -462,8 +463,8 @@ def _carry_to(cl, carried, shape: Shape, source: str, taken: dict[str, set[str]]
     stmt = next((st for st in shape.statements if st.start == cl.lock), None)
     if stmt is None:
         raise RewriteError(f"{cl.function}(): cannot place the recheck after the lock at line {cl.lock[0]}")
-    release = [f"pte_unmap_unlock({cl.table}, {cl.local});", f"{cl.table} = NULL;"]
-    code = text.render("c/recheck.c.j2", pmdval=name, pmd=cl.pmd, release=release, action=[cl.action])
+    release = [f"{recipe.release['unmap_unlock']}({cl.table}, {cl.local});", f"{cl.table} = NULL;"]
+    code = recipe.render("c/recheck.c.j2", value=name, parent=cl.pmd, release=release, action=[cl.action])
     if cl.moved is not None:
         pos, lhs, rhs = cl.moved
         removals.append({"pos": pos, "function": cl.function, "code": f"{lhs} = {rhs};"})
@@ -504,14 +505,16 @@ def _fresh(base: str, used: set[str]) -> str:
     return name
 
 
-def _pmdval_name(site: Site) -> str:
-    """pmdval, or src_pmdval for src_pte: the name follows the table's."""
+def _local_name(site: Site, new: dict) -> str:
+    """The recipe's local name (pmdval), or, when the table's variable
+    has the recipe's table suffix, the same stem with it (src_pte ->
+    src_pmdval): the name follows the table's."""
     target = site.context.site.target if site.context else None
     if target and len(target) == 1:
-        m = re.fullmatch(r"([a-z0-9]+)_pte", target[0])
+        m = re.fullmatch(r"([a-z0-9]+)" + re.escape(new["table_suffix"]), target[0])
         if m:
-            return f"{m.group(1)}_pmdval"
-    return "pmdval"
+            return f"{m.group(1)}_{new['local']}"
+    return new["local"]
 
 
 def _indent_width(line: str) -> int:
@@ -522,15 +525,16 @@ def _sentence(reason: str) -> str:
     reason = reason.strip()
     if not reason:
         return reason
-    reason = reason[0].upper() + reason[1:]
+    if not prose.is_c_name(reason.split()[0]):
+        reason = reason[0].upper() + reason[1:]
     return reason if reason.endswith(".") else reason + "."
 
 
 def _declare(site: Site, shape: Shape, lines: list[str], name: str, decls: list[dict],
-             first_stmt_decls: list[dict]) -> None:
-    """Place "pmd_t NAME;" beside the declaration of the table's variable, or
+             first_stmt_decls: list[dict], local_type: str) -> None:
+    """Place "TYPE NAME;" beside the declaration of the table's variable, or
     after the function's own declarations, or first in the function."""
-    code = f"pmd_t {name};"
+    code = f"{local_type} {name};"
     target = site.context.site.target if site.context else None
     top = sorted(_top_level(shape.declarations), key=lambda d: d.start)
     if site.context and site.context.site.declared:
@@ -609,7 +613,7 @@ def _insertion_point(shape: Shape, lock: Pos, lines: list[str]) -> Stmt | None:
 
 
 def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry, shape: Shape,
-              pmdval: str) -> list[dict]:
+              pmdval: str, recipe: Recipe) -> list[dict]:
     where = f"{site.file}:{site.line}: {site.function}()"
     ctx = site.context
     v = site.verdict
@@ -645,10 +649,10 @@ def _rechecks(path: str, source: str, lines: list[str], site: Site, entry: Entry
                                f"list on_recheck_fail for {entry.key} in the plan")
         else:
             action = _failure_action(lines, site, shape, target, where, entry)
-            release = _release(source, lines, site, shape, lock, action, target)
+            release = _release(source, lines, site, shape, lock, action, target, recipe.release)
             for _pos, lhs, rhs, taker in moved:  # the lock is now taken through the value
                 release = [_replace_expr(r, lhs, rhs) for r in release]
-        code = text.render("c/recheck.c.j2", pmdval=pmdval, pmd=pmd, release=release, action=action)
+        code = recipe.render("c/recheck.c.j2", value=pmdval, parent=pmd, release=release, action=action)
         for _pos, lhs, rhs, taker in moved:
             if taker == lock:  # set once the recheck at its lock passed
                 code = code.rstrip("\n") + f"\n{lhs} = {rhs};"
@@ -686,7 +690,7 @@ def _failure_action(lines: list[str], site: Site, shape: Shape, target: str, whe
 
 
 def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos, action: list[str],
-             target: str) -> list[str]:
+             target: str, release: dict[str, str]) -> list[str]:
     """Unlock and unmap as the function itself does, unless the failure
     action jumps to a label whose code does that already."""
     joined = " ".join(action)
@@ -707,16 +711,16 @@ def _release(source: str, lines: list[str], site: Site, shape: Shape, lock: Pos,
         stmt_text = _slice(lines, stmt) if stmt else ""
         # "out: pte_unmap_unlock(pte, ptl);" releases; the label stays put.
         stmt_text = re.sub(r"^(?!default\b)[A-Za-z_]\w*\s*:(?!:)\s*", "", stmt_text)
-        m2 = re.fullmatch(r"pte_unmap_unlock\((.*),\s*(.*)\);", " ".join(stmt_text.split()))
+        m2 = re.fullmatch(re.escape(release["unmap_unlock"]) + r"\((.*),\s*(.*)\);", " ".join(stmt_text.split()))
         if m2:
-            out.append(f"pte_unmap_unlock({target}, {m2.group(2)});")
+            out.append(f"{release['unmap_unlock']}({target}, {m2.group(2)});")
         elif stmt_text:
             out.extend(_statements_of(stmt_text))
-            out.append(f"pte_unmap({target});")
+            out.append(f"{release['unmap']}({target});")
     else:
         lock_arg = re.search(r"\(\s*([^,()]+(?:->\w+)*)", lock_text)
         lock_expr = lock_arg.group(1).strip() if lock_arg else render(site.context.locks and sorted(site.context.locks)[0] or ())
-        out.append(f"pte_unmap_unlock({target}, {lock_expr});")
+        out.append(f"{release['unmap_unlock']}({target}, {lock_expr});")
     if site.context and site.context.site.target and len(site.context.site.target) > 1:
         # The caller sees the member: leave it as a failed mapping leaves it.
         out.append(f"{target} = NULL;")

@@ -17,11 +17,11 @@ from rewriter import cache, callers, carry, cocci, verdicts
 from rewriter.errors import InputError
 from rewriter.clex import _definitions_of, function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
+from rewriter.recipe import Recipe
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import Tree
 from rewriter.verdicts import Paths, Verdict
 
-FUNCTION = "pte_offset_map_nolock"
 FACT = "@@REWRITER-FACT@@"
 PATH = "@@REWRITER-PATH@@"
 C_SUFFIXES = (".c", ".h")
@@ -69,6 +69,8 @@ class Scan:
     # Calls a person decided to leave as they are (plan: decision = "keep");
     # not among sites, and while there are any the old function stays.
     kept: tuple[Site, ...] = ()
+    # The recipe the scan was made with: the stages after it follow it.
+    recipe: Recipe | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -92,8 +94,9 @@ class Scan:
         }
 
 
-def scan(tree: Tree, runner: Runner, function: str = FUNCTION, depth: int = callers.DEPTH) -> Scan:
+def scan(tree: Tree, runner: Runner, recipe: Recipe, depth: int = callers.DEPTH) -> Scan:
     runner.check_spatch()
+    function = recipe.function
     hits = grep(tree, runner, (function,))[function]
     if not hits:
         raise InputError(f"{function} does not occur in {tree.path} at {tree.rev[:12]}; "
@@ -107,14 +110,15 @@ def scan(tree: Tree, runner: Runner, function: str = FUNCTION, depth: int = call
     # what the caller walk read: the grep hits of the names it walked and
     # the files it read.  A scan whose walk reads the same in this tree
     # is read back whole.
-    entry = _stored_scan_entry(runner, function, hits, sources, str(depth))
+    entry = _stored_scan_entry(runner, recipe, hits, sources, str(depth))
     stored = _load_scan(entry)
     if stored is not None and _same_walk(tree, stored[1]):
-        return dataclasses.replace(stored[0], tree=tree.path, rev=tree.rev)
-    result, walked = _scan(tree, runner, function, hits, files, sources, depth)
+        return dataclasses.replace(stored[0], tree=tree.path, rev=tree.rev, recipe=recipe)
+    result, walked = _scan(tree, runner, recipe, hits, files, sources, depth)
     if entry is not None and not result.errors:  # errors may be timeouts: ask again next time
-        cache.store(entry, pickle.dumps((result, walked), protocol=pickle.HIGHEST_PROTOCOL))
-    return result
+        cache.store(entry, pickle.dumps((dataclasses.replace(result, recipe=None), walked),
+                                        protocol=pickle.HIGHEST_PROTOCOL))
+    return dataclasses.replace(result, recipe=recipe)
 
 
 def _same_walk(tree: Tree, walked: tuple) -> bool:
@@ -126,11 +130,11 @@ def _same_walk(tree: Tree, walked: tuple) -> bool:
     return not files or tree.blob_ids([p for p, _id in files]) == dict(files)
 
 
-def _stored_scan_entry(runner: Runner, function: str, hits: list, sources: dict[str, bytes], walk: str):
+def _stored_scan_entry(runner: Runner, recipe: Recipe, hits: list, sources: dict[str, bytes], walk: str):
     if runner.cache is None:
         return None
     parts = [part.encode("utf-8", "surrogateescape")
-             for part in (cache.code_digest(), runner.cache.version, function, json.dumps(hits), walk)]
+             for part in (cache.code_digest(), runner.cache.version, recipe.digest, json.dumps(hits), walk)]
     parts += [path.encode("utf-8", "surrogateescape") + b"\0" + sources[path] for path in sorted(sources)]
     return cache.entry("scans", *parts)
 
@@ -140,13 +144,13 @@ def _load_scan(entry) -> tuple[Scan, tuple] | None:
                              and isinstance(stored[0], Scan))
 
 
-def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -> Verdict:
+def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict, recipe: Recipe) -> Verdict:
     """A call whose table can reach its caller mapped and unlocked: carry
     the pmd value to the callers' lock sites (rewriter.carry), or make the
     call a review that says why the tool cannot."""
     site = ctx.site
     found = carry.plan(text, site.function, facts.params.get(site.function, {}), site.args[3], ctx.pmd,
-                       site.target or ())
+                       site.target or (), ctx.api)
     if isinstance(found, carry.Carry):
         where = ", ".join(sorted({f"{c.function}()" for c in found.sites}))
         lines = text.splitlines()
@@ -154,7 +158,7 @@ def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict) -
             verdicts.Evidence(c.lock[0], f"{c.function}() takes the lock {site.function}() hands out: "
                                          f"{lines[c.lock[0] - 1].strip()}") for c in found.sites)
         return dataclasses.replace(v, carry=found, evidence=evidence, reasons=v.reasons + (
-            f"the pmd value goes to {where} through a new pmdvalp parameter, for a recheck where "
+            f"the pmd value goes to {where} through a new {recipe.inserted['name']} parameter, for a recheck where "
             f"{'they take' if len(found.sites) > 1 else 'it takes'} the lock",))
     question = (f"{site.function}() can return at line {v.hands_out} with the table still mapped and its lock "
                 f"not taken, so a caller that takes the lock later needs a recheck with the pmd value carried "
@@ -206,11 +210,11 @@ def _write_locked(walker: callers.Walker, runner: Runner, sites: list[Site]) -> 
     return out, walker.depends_on()
 
 
-def _scan(tree: Tree, runner: Runner, function: str, hits: list, files: list[str],
+def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[str],
           sources: dict[str, bytes], depth: int = callers.DEPTH) -> tuple[Scan, tuple]:
-    walker = callers.Walker(tree, runner, depth)
+    walker = callers.Walker(tree, runner, recipe.api, depth)
     try:
-        return _scan_with(walker, tree, runner, function, hits, sources, depth)
+        return _scan_with(walker, tree, runner, recipe, hits, sources, depth)
     finally:
         walker.close()
 
@@ -222,8 +226,9 @@ def _calling_functions(text: str, function: str) -> set[str]:
             if fn and any(t.kind == "ident" and t.text == function for t in toks[open_brace:close])}
 
 
-def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, function: str, hits: list,
+def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, recipe: Recipe, hits: list,
                sources: dict[str, bytes], depth: int) -> tuple[Scan, tuple]:
+    function, api = recipe.function, recipe.api
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
     # Only the functions with a call, and the same-file functions they can
@@ -252,8 +257,8 @@ def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, function: str
     for path, facts in all_facts.items():
         if not facts.sites:
             continue
-        summaries = verdicts.summarise_helpers(facts)
-        contexts = [verdicts.site_context(facts, s, function) for s in facts.sites]
+        summaries = verdicts.summarise_helpers(facts, api)
+        contexts = [verdicts.site_context(facts, s, function, api) for s in facts.sites]
         events = [verdicts.site_events(facts, ctx, summaries) for ctx in contexts]
         prepared[path] = (facts, summaries, contexts, events)
         sites = {s.pos for s in facts.sites}
@@ -276,7 +281,7 @@ def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, function: str
         callee = {c.pos: c.name for c in facts.calls}
         path_inputs[path] = (sites, locks, ends, unlocks, functions, callee)
 
-    paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors)
+    paths_by_file = _ask_paths(runner, sources, path_inputs, function, errors, api.comparators)
 
     # Calls in the body of a #define cannot be converted like the others:
     # they are errors, named by file and line, and neither sites nor mentions.
@@ -300,7 +305,7 @@ def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, function: str
             guards = verdicts.site_guards(facts, ctx, evs, texts[path])
             v = verdicts.decide(facts, ctx, evs, paths_by_file.get(path, Paths()), summaries, lines, guards)
             if v.hands_out:
-                v = _carry(texts[path], facts, ctx, v)
+                v = _carry(texts[path], facts, ctx, v, recipe)
             idx = per_fn.get(ctx.site.function, 0)
             per_fn[ctx.site.function] = idx + 1
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
@@ -338,7 +343,7 @@ TOGETHER = 16
 
 
 def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function: str,
-               errors: list[FileError]) -> dict[str, Paths]:
+               errors: list[FileError], comparators: tuple[str, ...]) -> dict[str, Paths]:
     """The answers of paths.cocci for each file with calls.
 
     Paths do not leave a function, so each question is asked of one file
@@ -385,7 +390,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
     def ask(key) -> FileResult:
         q, _chunk = key
         names = work[key]
-        rule = cocci.render("paths.cocci.j2", query=q, **_merged([units[n][3] for n in names], function, q))
+        rule = cocci.render("paths.cocci.j2", query=q, **_merged([units[n][3] for n in names], function, q, comparators))
         return runner.run_together(rule, {n: units[n][1] for n in names}, PATH, label=f"{q[0]}/{q[1]}")
 
     # spatch checks each pair of ends on its own: the runs with the most
@@ -408,7 +413,7 @@ def _ask_paths(runner: Runner, sources: dict[str, bytes], inputs: dict, function
         quiet = runner.quiet()
         again = runner.map(
             lambda key: quiet.run(cocci.render("paths.cocci.j2", query=key[1],
-                                               **_merged([per_file[key[0]][2]], function, key[1])),
+                                               **_merged([per_file[key[0]][2]], function, key[1], comparators)),
                                   {key[0]: per_file[key[0]][0]}, PATH)[0],
             sorted(redo), "paths, file by file", unit="questions")
         for (path, _q), res in sorted(again.items()):
@@ -471,7 +476,7 @@ def _pairs(values: dict, query: tuple[str, str]) -> int:
     return len(first) * len(values["ends"][kind])
 
 
-def _merged(values: list[dict], function: str, query: tuple[str, str]) -> dict:
+def _merged(values: list[dict], function: str, query: tuple[str, str], comparators) -> dict:
     """paths.cocci.j2's values for one question, for several files at once."""
     kind = "reach" if query[0] == "after" else query[0]  # after: ends are locks
 
@@ -481,7 +486,7 @@ def _merged(values: list[dict], function: str, query: tuple[str, str]) -> dict:
     def union(lists) -> list[str]:
         return sorted({n for names in lists for n in names})
 
-    return dict(marker=PATH, comparators=list(verdicts.api.ENTRY_COMPARATORS), function=function,
+    return dict(marker=PATH, comparators=list(comparators), function=function,
                 sites=table(v["sites_set"] for v in values), locks=table(v["locks_set"] for v in values),
                 events=table(v["ends"][kind] for v in values), unlocks=table(v["unlocks_set"] for v in values),
                 lock_names=union(v["lock_names"] for v in values),

@@ -40,7 +40,7 @@ from rewriter import plan as plan_mod
 from rewriter.clex import function_spans, render
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
-from rewriter.helpers import Names
+from rewriter.recipe import Names, Recipe
 from rewriter.plan import Entry, Plan
 from rewriter.runner import Runner
 from rewriter.scan import Scan, Site
@@ -68,6 +68,7 @@ class Options:
     testing: str | None = None  # a `rewriter check --json` report for the cover letter's Testing
     b4: bool = False  # the branch in b4 prep's layout: the cover letter as its first commit
     names_option: str = ""  # --names as given, for the cover letter ("" for the default)
+    recipe: Recipe | None = None  # the default branch name is the recipe's
 
 
 @dataclass
@@ -109,10 +110,8 @@ class Result:
 # names
 # --------------------------------------------------------------------------
 
-def default_branch(names: Names, version: int) -> str:
-    words = [re.sub(r"^pte_offset_map_|_nolock$", "", n).replace("_", "-")
-             for n in (names.readonly, names.maywrite)]
-    return f"rewriter/pte-map-{words[0]}-{words[1]}-v{version}"
+def default_branch(recipe: Recipe, names: Names, version: int) -> str:
+    return recipe.branch_name(names, version)
 
 
 def braced(a: str, b: str) -> str:
@@ -152,12 +151,12 @@ def subject_prefix(git: Git, base: str, paths: list[str]) -> str:
     return learned_prefix(git.messages(base, paths[:1], HISTORY)) or path_prefix(paths[0])
 
 
-def fit_subject(template: str, prefix: str, **values: object) -> tuple[str, str]:
+def fit_subject(recipe: Recipe, template: str, prefix: str, **values: object) -> tuple[str, str]:
     """(subject, body): the first of the prefix's forms whose subject is at
     most MAX_SUBJECT characters, else the shortest."""
     best = None
     for p in shorter_prefixes(prefix):
-        subject, body = prose.message(template, prefix=p, **values)
+        subject, body = prose.message(template, recipe.folder, prefix=p, **values)
         if len(subject) <= MAX_SUBJECT:
             return subject, body
         if best is None or len(subject) < len(best[0]):
@@ -185,7 +184,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
     per_file: dict[str, list[Patch]] = {}
     for p in convert:
         per_file.setdefault(p.file, []).append(p)
-    clash = sorted(set(helpers.FILES) & set(per_file))
+    clash = sorted(set(scan.recipe.files) & set(per_file))
     if clash:
         raise rewrite.RewriteError(f"{clash[0]}: calls {scan.function}() and also gets the new helpers; "
                                    f"rewriter cannot do both in one file yet: convert its calls by hand first")
@@ -202,7 +201,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             p.files = files
         return [Patch("introduce", introduced), *convert] + ([] if scan.kept else [Patch("remove", removed)])
 
-    beside = helpers.Beside(tree, runner, names, old=scan.function)
+    beside = helpers.Beside(tree, runner, names, scan.recipe)
     try:
         # Each file is converted whole once; its commits take the edits of
         # their functions from that, first k functions for the k-th.
@@ -245,14 +244,18 @@ def _conversion_entry(tree: Tree, runner: Runner, scan: Scan, convert: list[Patc
     plan entries in series order, and the bytes of every file it reads."""
     if runner.cache is None:
         return None
-    parts = [cache.code_digest(), runner.cache.version, scan.function, names.readonly, names.maywrite]
+    parts = [cache.code_digest(), runner.cache.version, scan.recipe.digest, names.readonly, names.maywrite]
     for p in convert:
         parts.append(repr([(s.key, s.line, s.column, s.verdict, e) for s, e in p.calls]))
-    read = sorted({p.file for p in convert} | set(helpers.FILES))
+    read = sorted({p.file for p in convert} | set(scan.recipe.c_files))
     blobs = tree.blob_ids(read)
     if blobs is None:  # a file is missing: let the conversion say so
         return None
     parts += [f"{path}\0{blobs[path]}" for path in read]
+    # The files the helpers read when the tree has them: the documentation,
+    # and where the recipe's facts are checked.
+    optional = sorted({scan.recipe.document} | {n["file"] for needs in scan.recipe.facts.values() for n in needs})
+    parts += [f"{path}\0{(tree.blob_ids([path]) or {}).get(path, 'absent')}" for path in optional]
     return cache.entry("conversions", *(part.encode("utf-8", "surrogateescape") for part in parts))
 
 
@@ -271,7 +274,7 @@ def api_files(scan: Scan) -> list[str]:
     order = {"declaration": 0, "definition": 1}
     found = sorted(((order[m.kind], m.file) for m in scan.mentions if m.kind in order))
     files = list(dict.fromkeys(f for _k, f in found))
-    return files or [helpers.HEADER, helpers.SOURCE]
+    return files or list(scan.recipe.c_files)
 
 
 def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list[Patch]) -> None:
@@ -286,13 +289,17 @@ def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list
               "kept": len(scan.kept)}
     for p in patches:
         if p.kind == "introduce":
-            p.subject, p.body = fit_subject("series/introduce.txt.j2", helper_prefix, **common)
+            p.subject, p.body = fit_subject(scan.recipe, "series/introduce.txt.j2", helper_prefix, **common)
         elif p.kind == "remove":
-            p.subject, p.body = fit_subject("series/remove.txt.j2", helper_prefix, **common)
+            # What the old function had besides its prototype and definition
+            # is in the files as introduce() left them.
+            introduced = next(q.files for q in patches if q.kind == "introduce")
+            p.subject, p.body = fit_subject(scan.recipe, "series/remove.txt.j2", helper_prefix,
+                                            parts=helpers.old_parts(introduced, scan.recipe), **common)
         else:
             kept = [_target(s) for s in scan.kept if (s.file, s.function) == (p.file, p.function)]
-            p.subject, p.body = convert_message(subject_prefix(git, base, [p.file]), p.function, p.file,
-                                                list(p.calls), names, scan.function, kept)
+            p.subject, p.body = convert_message(scan.recipe, subject_prefix(git, base, [p.file]), p.function,
+                                                p.file, list(p.calls), names, kept)
 
 
 def _target(site) -> str:
@@ -300,17 +307,17 @@ def _target(site) -> str:
     return render(ctx.site.target) if ctx is not None and ctx.site.target else ""
 
 
-def convert_message(prefix: str, function: str, file: str, calls: list, names: Names, old: str,
+def convert_message(recipe: Recipe, prefix: str, function: str, file: str, calls: list, names: Names,
                     kept: list[str] | None = None) -> tuple[str, str]:
     """(subject, body) of the commit that converts the calls, a list of
     (Site, plan Entry), of one function; kept: the tables of the calls of
     that function a person decided to leave as they are."""
-    values = [changelog.call_values(s, e, plan_mod.default_reason(s)) for s, e in calls]
+    values = [changelog.call_values(s, e, plan_mod.default_reason(s, recipe), recipe.api) for s, e in calls]
     verdicts = {c["verdict"] for c in values}
     helper = (braced(names.readonly, names.maywrite) if verdicts == {"ro", "rw"}
               else names.maywrite if "rw" in verdicts else names.readonly)
-    return fit_subject("series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
-                       groups=changelog.groups_of(values), old=old, readonly=names.readonly,
+    return fit_subject(recipe, "series/convert.txt.j2", prefix, function=function, file=file, helper=helper,
+                       groups=changelog.groups_of(values), old=recipe.function, readonly=names.readonly,
                        maywrite=names.maywrite, kept=kept or [])
 
 
@@ -374,7 +381,7 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     testing = read_testing(opts.testing) if opts.testing is not None else None
     if opts.version < 1:
         raise InputError(f"-v {opts.version}: versions count from 1")
-    branch = opts.branch or default_branch(names, opts.version)
+    branch = opts.branch or default_branch(opts.recipe, names, opts.version)
     git.check_branch_name(branch)
     author = parse_ident(opts.author) if opts.author is not None else git.user_ident()
     to = tuple(mail.check_address(a, "--to") for a in opts.to)
@@ -476,7 +483,7 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
                                        plan_text, patches)
         changes = versions.changes(git, ready.previous, record) if ready.previous else None
         prefix = subject_prefix(git, base, api_files(scan)[-1:])
-        cover = fit_subject("series/cover.txt.j2", prefix,
+        cover = fit_subject(scan.recipe, "series/cover.txt.j2", prefix,
                             **cover_values(scan, names, patches, record, ready.previous, changes,
                                            testing=ready.testing, spatch=runner.check_spatch(),
                                            names_option=opts.names_option, plan=plan))
@@ -528,13 +535,13 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
     settled = 0
     for n, p in enumerate(patches, 1):
         for s, e in p.calls:
-            c = changelog.call_values(s, e, plan_mod.default_reason(s))
+            c = changelog.call_values(s, e, plan_mod.default_reason(s, scan.recipe), scan.recipe.api)
             several = len(p.calls) > 1 and c["target"]
             rows.append({"file": s.file, "function": f"{s.function}()" + (f", {c['target']}" if several else ""),
                          "verdict": e.verdict,
                          "recheck": e.recheck or "-", "patch": n,
                          "why": "to review" if c["basis"] == "review" and not e.decision
-                         else WHY.get(c["basis"], c["basis"])})
+                         else scan.recipe.why.get(c["basis"], c["basis"])})
             where = f"{s.function}() in {s.file}"
             if c["overridden"]:
                 settled += 1
@@ -561,7 +568,7 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
     rows.sort(key=lambda r: (r["patch"], r["file"]))
     questions = list(dict.fromkeys(questions))
     removes = bool(patches) and patches[-1].kind == "remove"
-    edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s))
+    edited = sum(1 for p in patches for s, e in p.calls if e.reason != plan_mod.default_reason(s, scan.recipe))
     if settled or edited:
         plan_summary = (f"plan.toml is the plan the series follows (git show "
                         f"refs/rewriter/versions/v{record.version}:plan.toml in the tree the series was made "
@@ -587,17 +594,6 @@ def cover_values(scan: Scan, names: Names, patches: list[Patch], record: version
         "first_convert": 2, "last_convert": len(patches) - 1 if removes else len(patches),
         "removes": removes, "kept": kept, "all_calls": len(scan.sites) + len(scan.kept),
     }
-
-
-# The cover letter's table: why a call gets its variant, in a word or two.
-WHY = {
-    "reads": "only reads",
-    "pmd_same": "writes",
-    "pte_same": "pte_same() guard",
-    "mmap_write": "mmap_lock held for write",
-    "review": "settled by hand",
-    "plan": "settled by hand",
-}
 
 
 def api_authors(git: Git, base: str, scan: Scan, sender: Ident, last: int = 3) -> list[str]:

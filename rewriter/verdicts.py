@@ -3,8 +3,9 @@ does with the table it maps.
 
 The decision is made from the code alone:
   * what the mapped pointer (and every variable or member it is copied into)
-    is passed to, by kernel API (rewriter.kernel_api) or by a function of the
-    same file whose own effect on its parameters is summarised first;
+    is passed to, by the recipe's API knowledge (rewriter.recipe.Knowledge)
+    or by a function of the same file whose own effect on its parameters is
+    summarised first;
   * where the lock handed back through ptlp is taken and dropped;
   * which of these events can follow the call, which run with the lock held,
     and which writes no pte_same() check guards (paths.cocci, control flow).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewriter import kernel_api as api
+from rewriter.recipe import Knowledge
 from rewriter.clex import find, mentions, outside_calls, ref_fields, render
 from rewriter.facts import Assign, Call, FileFacts, Pos, SiteFact
 
@@ -68,7 +69,8 @@ class Verdict:
 # ---------------------------------------------------------------- helpers
 
 
-def _aliases(seeds: set[tuple[str, ...]], assigns: list[Assign], exact: bool = False) -> set[tuple[str, ...]]:
+def _aliases(seeds: set[tuple[str, ...]], assigns: list[Assign], api: Knowledge,
+             exact: bool = False) -> set[tuple[str, ...]]:
     """seeds and every lvalue that an assignment copies one of them into.
 
     A pointer travels through "p = pte", "p = pte + i", "vmf.pte = pte";
@@ -85,7 +87,7 @@ def _aliases(seeds: set[tuple[str, ...]], assigns: list[Assign], exact: bool = F
             rhs = _assigned_value(a.rhs)
             for s in list(found):
                 hit = (rhs == s) if exact else outside_calls(rhs, s)
-                if hit and not _is_mapping_call(a.rhs):
+                if hit and not _is_mapping_call(a.rhs, api):
                     found.add(a.lhs)
                     changed = True
                     break
@@ -115,8 +117,9 @@ def _is_base_of(arg: tuple[str, ...], member: tuple[str, ...]) -> bool:
     return arg == base or arg == ("&",) + base
 
 
-def _is_mapping_call(rhs: tuple[str, ...]) -> bool:
-    return bool(rhs) and rhs[0].startswith("pte_offset_map")
+def _is_mapping_call(rhs: tuple[str, ...], api: Knowledge) -> bool:
+    """rhs maps a table of its own: its value is not a copy of a pointer."""
+    return bool(rhs) and rhs[0].startswith(api.mapper_prefixes)
 
 
 @dataclass
@@ -141,14 +144,14 @@ def _param_refs(arg: tuple[str, ...], aliases: set[tuple[str, ...]]) -> set[str 
     return refs
 
 
-def summarise_helpers(facts: FileFacts) -> dict[str, HelperSummary]:
+def summarise_helpers(facts: FileFacts, api: Knowledge) -> dict[str, HelperSummary]:
     """Effects of every function of the file on its parameters, to a fixpoint
     (so helper chains of any depth in the same file are followed)."""
     summaries = {name: HelperSummary() for name in facts.params}
     aliases = {}
     for name, params in facts.params.items():
         assigns = facts.assigns_in(name)
-        aliases[name] = {i: _aliases({(p,)}, assigns) for i, (p, _t) in params.items()}
+        aliases[name] = {i: _aliases({(p,)}, assigns, api) for i, (p, _t) in params.items()}
     calls_by_fn: dict[str, list[Call]] = {}
     for c in facts.calls:
         calls_by_fn.setdefault(c.function, []).append(c)
@@ -157,7 +160,7 @@ def summarise_helpers(facts: FileFacts) -> dict[str, HelperSummary]:
     # to the new mapping, not to the caller's.
     remapped: dict[str, dict[tuple[str, ...], int]] = {}
     for a in facts.assigns:
-        if _is_mapping_call(a.rhs):
+        if _is_mapping_call(a.rhs, api):
             line = remapped.setdefault(a.function, {}).get(a.lhs, a.pos[0])
             remapped[a.function][a.lhs] = min(line, a.pos[0])
     changed = True
@@ -171,22 +174,22 @@ def summarise_helpers(facts: FileFacts) -> dict[str, HelperSummary]:
                 if fresh and any(mentions(arg, lhs) or _is_base_of(arg, lhs) for arg in c.args for lhs in fresh):
                     continue
                 for i, al in aliases[name].items():
-                    _summarise_call(c, i, al, summaries, s)
+                    _summarise_call(c, i, al, summaries, s, api)
             if (len(s.writes), len(s.locks), len(s.unlocks)) != before:
                 changed = True
     return summaries
 
 
 def _summarise_call(c: Call, i: int, al: set[tuple[str, ...]], summaries: dict[str, HelperSummary],
-                    s: HelperSummary) -> None:
+                    s: HelperSummary, api: Knowledge) -> None:
     name = c.name
     if name is None:
         return
-    if name in api.PTE_WRITERS and len(c.args) > api.PTE_WRITERS[name]:
-        for f in _param_refs(c.args[api.PTE_WRITERS[name]], al):
+    if name in api.writers and len(c.args) > api.writers[name]:
+        for f in _param_refs(c.args[api.writers[name]], al):
             s.writes.setdefault((i, f), f"{name}() at line {c.pos[0]}")
             s.write_calls.add(c.pos)
-    for table, dest in ((api.LOCKERS, s.locks), (api.UNLOCKERS, s.unlocks)):
+    for table, dest in ((api.lockers, s.locks), (api.unlockers, s.unlocks)):
         if name in table and len(c.args) > table[name]:
             arg = c.args[table[name]]
             for a in al:
@@ -249,19 +252,20 @@ class SiteContext:
     locks: frozenset[tuple[str, ...]]
     pmd: tuple[str, ...]
     returned: bool  # the call's value is returned as it is
+    api: Knowledge = field(compare=False, repr=False)
 
 
-def site_context(facts: FileFacts, site: SiteFact, function: str) -> SiteContext:
+def site_context(facts: FileFacts, site: SiteFact, function: str, api: Knowledge) -> SiteContext:
     """function: the name being converted, as it appears at the call."""
     assigns = facts.assigns_in(site.function)
     mm, pmd, addr, ptlp = site.args
     lock = ptlp[1:] if ptlp[:1] == ("&",) else ("*",) + ptlp
-    pointers = _aliases({site.target}, assigns) if site.target else set()
-    locks = _aliases({lock}, assigns, exact=True)
+    pointers = _aliases({site.target}, assigns, api) if site.target else set()
+    locks = _aliases({lock}, assigns, api, exact=True)
     # "return <call>;": the returned expression starts at the call.
     returned = any(r.pos == site.pos or (r.value[:1] == (function,) and r.pos[0] == site.pos[0])
                    for r in facts.returns_in(site.function))
-    return SiteContext(site, frozenset(pointers), frozenset(locks), pmd, returned)
+    return SiteContext(site, frozenset(pointers), frozenset(locks), pmd, returned, api)
 
 
 def _refs_table(arg: tuple[str, ...], ctx: SiteContext) -> set[str | None]:
@@ -291,6 +295,7 @@ def _refs_lock(arg: tuple[str, ...], ctx: SiteContext) -> set[str | None]:
 
 
 def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperSummary]) -> list[Event]:
+    api = ctx.api
     fn = ctx.site.function
     events: list[Event] = []
     for c in facts.calls_in(fn):
@@ -298,21 +303,21 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
             continue
         name = c.name
         shown = render(c.callee) + "()"
-        if name in api.ENTRY_COMPARATORS:
+        if name in api.comparators:
             events.append(Event(c.pos, "guard", f"{shown} compares the entry with one read earlier"))
             continue
-        if name in api.LOCKERS and len(c.args) > api.LOCKERS[name] and _refs_lock(c.args[api.LOCKERS[name]], ctx) & {None}:
+        if name in api.lockers and len(c.args) > api.lockers[name] and _refs_lock(c.args[api.lockers[name]], ctx) & {None}:
             events.append(Event(c.pos, "lock", f"takes the lock: {shown}"))
             continue
-        if name in api.UNLOCKERS and len(c.args) > api.UNLOCKERS[name] and _refs_lock(c.args[api.UNLOCKERS[name]], ctx) & {None}:
+        if name in api.unlockers and len(c.args) > api.unlockers[name] and _refs_lock(c.args[api.unlockers[name]], ctx) & {None}:
             events.append(Event(c.pos, "unlock", f"drops the lock: {shown}"))
             continue
-        if name in api.PTE_WRITERS and len(c.args) > api.PTE_WRITERS[name]:
-            if None in _refs_table(c.args[api.PTE_WRITERS[name]], ctx):
+        if name in api.writers and len(c.args) > api.writers[name]:
+            if None in _refs_table(c.args[api.writers[name]], ctx):
                 events.append(Event(c.pos, "write", f"writes an entry: {shown}"))
                 continue
-        if name in api.TABLE_REMOVERS and len(c.args) > api.TABLE_REMOVERS[name]:
-            if c.args[api.TABLE_REMOVERS[name]] == ctx.pmd:
+        if name in api.table_removers and len(c.args) > api.table_removers[name]:
+            if c.args[api.table_removers[name]] == ctx.pmd:
                 events.append(Event(c.pos, "write", f"removes the page table: {shown}"))
                 continue
         table_args = [(j, _refs_table(a, ctx)) for j, a in enumerate(c.args)]
@@ -339,8 +344,8 @@ def site_events(facts: FileFacts, ctx: SiteContext, summaries: dict[str, HelperS
             continue
         if not table_args:
             continue
-        if name is not None and (name in api.PTE_READERS or name in api.TRANSPARENT or name in api.PTE_WRITERS or name in api.LOCK_ASSERTIONS
-                                 or api.is_debug_macro(name) or name in api.LOCKERS or name in api.UNLOCKERS):
+        if name is not None and (name in api.readers or name in api.transparent or name in api.writers or name in api.lock_assertions
+                                 or api.is_debug_macro(name) or name in api.lockers or name in api.unlockers):
             events.append(Event(c.pos, "read", f"reads: {shown}"))
             continue
         if name is None:
@@ -366,6 +371,7 @@ def exposed_assignments(facts: FileFacts, ctx: SiteContext, lock_points: tuple[P
     """The caller-visible assignments between the call and its first lock
     site, other than the table itself, with the lock call that takes the
     assigned value as its lock (pvmw->ptl = *ptlp; spin_lock(pvmw->ptl))."""
+    api = ctx.api
     if not lock_points:
         return ()
     params = {p for p, _t in facts.params.get(ctx.site.function, {}).values()}
@@ -378,8 +384,8 @@ def exposed_assignments(facts: FileFacts, ctx: SiteContext, lock_points: tuple[P
         if a.pos[0] == ctx.site.pos[0]:
             continue  # the assignment of the call's own result
         taker = next((c.pos for c in lock_calls.values()
-                      if c.name in api.LOCKERS and len(c.args) > api.LOCKERS[c.name]
-                      and c.args[api.LOCKERS[c.name]] == a.lhs), None)
+                      if c.name in api.lockers and len(c.args) > api.lockers[c.name]
+                      and c.args[api.lockers[c.name]] == a.lhs), None)
         out.append((a.pos, render(a.lhs), render(a.rhs), taker))
     return tuple(out)
 
@@ -416,9 +422,9 @@ class Guard:
     proof: int = 0  # the line of the test that leaves when the entry is none
 
 
-def _fresh_side(arg: tuple[str, ...], tables: set[tuple[str, ...]]) -> bool:
+def _fresh_side(arg: tuple[str, ...], tables: set[tuple[str, ...]], api: Knowledge) -> bool:
     """arg reads an entry of one of tables now: ptep_get(pte), ptep_get(pte + i)."""
-    if not arg or arg[0] not in api.ENTRY_READERS or arg[1:2] != ("(",):
+    if not arg or arg[0] not in api.entry_readers or arg[1:2] != ("(",):
         return False
     inner = arg[2:-1]
     return any(outside_calls(inner, t) or inner == t for t in tables)
@@ -444,12 +450,13 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
     """The pte_same() checks that compare an entry of this call's table, in
     its function or in a helper it hands the table to, and whether the
     entry compared cannot be none there (rewriter.guards)."""
+    api = ctx.api
     from rewriter import guards as g
 
     site = ctx.site
     fn_calls = facts.calls_in(site.function)
     body = [c.pos[0] for c in fn_calls] + [site.pos[0]]
-    exits = g.exits(source, site.pos[0], max(body))
+    exits = g.exits(source, site.pos[0], max(body), api)
     assigns = facts.assigns_in(site.function)
     found: list[Guard] = []
 
@@ -461,9 +468,9 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
         found.append(Guard(pos, entry, not_none, text, proof))
 
     for c in fn_calls:
-        if c.name in api.ENTRY_COMPARATORS and len(c.args) == 2 and c.pos > site.pos:
+        if c.name in api.comparators and len(c.args) == 2 and c.pos > site.pos:
             for fresh, other in ((0, 1), (1, 0)):
-                if _fresh_side(c.args[fresh], set(ctx.pointers)):
+                if _fresh_side(c.args[fresh], set(ctx.pointers), ctx.api):
                     judge(c.pos, c.args[other], f"{c.name}() compares the entry with {render(c.args[other])}")
                     break
     for e in events:
@@ -475,11 +482,11 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
             continue
         by_name = {name: i for i, (name, _t) in params.items()}
         for c in facts.calls_in(e.helper):
-            if c.name not in api.ENTRY_COMPARATORS or len(c.args) != 2:
+            if c.name not in api.comparators or len(c.args) != 2:
                 continue
             for fresh, other in ((0, 1), (1, 0)):
                 f_arg, o_arg = c.args[fresh], c.args[other]
-                if not (f_arg[:1] and f_arg[0] in api.ENTRY_READERS):
+                if not (f_arg[:1] and f_arg[0] in api.entry_readers):
                     continue
                 inner = f_arg[2:-1]
                 j = by_name.get(inner[0]) if len(inner) == 1 else None
@@ -494,16 +501,17 @@ def site_guards(facts: FileFacts, ctx: SiteContext, events: list[Event], source:
 
 def _helper_guards(facts: FileFacts, ctx: SiteContext, e: Event) -> list[Call]:
     """The pte_same() checks in the helper of e that read this call's table."""
+    api = ctx.api
     call = next((c for c in facts.calls_in(ctx.site.function) if c.pos == e.pos), None)
     if call is None or e.helper is None:
         return []
     by_name = {name: i for i, (name, _t) in facts.params.get(e.helper, {}).items()}
     out = []
     for c in facts.calls_in(e.helper):
-        if c.name not in api.ENTRY_COMPARATORS:
+        if c.name not in api.comparators:
             continue
         for arg in c.args:
-            inner = arg[2:-1] if arg[:1] and arg[0] in api.ENTRY_READERS else ()
+            inner = arg[2:-1] if arg[:1] and arg[0] in api.entry_readers else ()
             j = by_name.get(inner[0]) if len(inner) == 1 else None
             if j is not None and j < len(call.args) and call.args[j] in ctx.pointers:
                 out.append(c)
@@ -513,7 +521,7 @@ def _helper_guards(facts: FileFacts, ctx: SiteContext, e: Event) -> list[Call]:
 
 def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths,
            summaries: dict[str, HelperSummary], lines: list[str], guards: list[Guard] | None = None) -> Verdict:
-    site = ctx.site
+    site, api = ctx.site, ctx.api
     guards = guards or []
     reach = {e.pos for e in events if (site.pos, e.pos) in paths.reach}
     after = [e for e in events if e.pos in reach]
@@ -595,7 +603,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             for gd in weak:
                 evidence.append(Evidence(gd.pos[0], f"{gd.text}, which may be none there: "
                                                     f"{_line(lines, gd.pos[0])}"))
-            reasons.append(f"the pte_same() check compares {render(weak[0].entry)}, which may be none on "
+            reasons.append(f"the {api.comparators[0]}() check compares {render(weak[0].entry)}, which may be none on "
                            f"the way to it; an empty table that replaced this one compares equal")
         elif writes_seen and guarded_all and not guards:
             guarded_all = False  # the checks seen compare entries of another table
@@ -606,7 +614,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                 evidence.append(Evidence(gd.proof, f"{render(gd.entry)} cannot be none after this test: "
                                                    f"{_line(lines, gd.proof)}"))
             entries = sorted({render(gd.entry) for gd in guards})
-            reasons.append(f"a pte_same() check after taking the lock guards every write, and the entry it "
+            reasons.append(f"a {api.comparators[0]}() check after taking the lock guards every write, and the entry it "
                            f"compares ({', '.join(entries)}) cannot be none there")
         ends = [e for e in after if e.kind in ("write", "unseen", "return", "exit")]
         # The recheck belongs after the first time the lock is taken: a lock
@@ -622,7 +630,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
             # Once the table is unmapped, the mapping's RCU protection is
             # gone: a later lock on it needs a recheck of its own.
             unmaps = [c.pos for c in facts.calls_in(site.function)
-                      if c.name == "pte_unmap" and c.args and None in _refs_table(c.args[0], ctx)]
+                      if c.name == api.unmap and c.args and None in _refs_table(c.args[0], ctx)]
             relocks = tuple(sorted({l.pos for l in holding if l.pos not in lock_points
                                     and any(o < u < l.pos for o in lock_points for u in unmaps)}))
             if relocks:
@@ -645,7 +653,7 @@ def decide(facts: FileFacts, ctx: SiteContext, events: list[Event], paths: Paths
                 target = render(site.target) if site.target else ""
                 # An exit right after the table is unmapped hands nothing out.
                 released = [c.pos[0] for c in facts.calls_in(site.function)
-                            if c.name in ("pte_unmap", "pte_unmap_unlock") and c.args
+                            if c.name in (api.unmap, api.unmap_unlock) and c.args
                             and None in _refs_table(c.args[0], ctx)]
                 open_exits = [x for x in (e for e in after if e.kind in ("return", "exit"))
                               if not held_by(x) and not _failure_exit(lines, x.pos[0], target)

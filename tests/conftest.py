@@ -7,6 +7,10 @@
 * The ``kernel`` marker: tests that need a real Linux tree, found through
   the REWRITER_KERNEL_TREE environment variable.  They are skipped when it
   is missing, except under CI=true, where a missing tree is a failure.
+* The markers unit, spatch, kernel and slow (pyproject.toml says what
+  each means): a test that uses the kernel_tree fixture is ``kernel``, a
+  ``kernel`` test is ``slow``, a test not marked ``unit`` is ``spatch``;
+  a ``unit`` test that starts a process fails.
 * A small reader for the fixture C sources, so that the tests can work out
   call lines and function extents themselves instead of storing line
   numbers in the manifest.
@@ -460,11 +464,6 @@ def pytest_configure(config):
         import tempfile
         config._rewriter_cache = tempfile.mkdtemp(prefix="rewriter-test-cache-")
         os.environ["REWRITER_CACHE"] = config._rewriter_cache
-    config.addinivalue_line(
-        "markers",
-        f"kernel: needs the real Linux tree named by {KERNEL_TREE_ENV} "
-        "(skipped when it is missing, failed when CI=true)",
-    )
 
 
 def pytest_unconfigure(config):
@@ -472,6 +471,45 @@ def pytest_unconfigure(config):
     if made:
         shutil.rmtree(made, ignore_errors=True)
         os.environ.pop("REWRITER_CACHE", None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The marks each test implies (see the module's docstring)."""
+    for item in items:
+        names = {mark.name for mark in item.iter_markers()}
+        if "kernel_tree" in getattr(item, "fixturenames", ()) and "kernel" not in names:
+            item.add_marker(pytest.mark.kernel)
+            names.add("kernel")
+        if "kernel" in names and "slow" not in names:
+            item.add_marker(pytest.mark.slow)
+            names.add("slow")
+        if "unit" in names:
+            if names & {"spatch", "kernel", "slow"}:
+                raise pytest.UsageError(f"{item.nodeid}: a unit test cannot also be "
+                                        f"{', '.join(sorted(names & {'spatch', 'kernel', 'slow'}))}")
+        elif "spatch" not in names:
+            item.add_marker(pytest.mark.spatch)
+
+
+class StartedAProcess(AssertionError):
+    pass
+
+
+def _no_process(*_args, **_kwargs):
+    raise StartedAProcess("a unit test starts no process (spatch, git or any other): "
+                          "test on recorded input, or drop the unit mark")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """What makes a test a unit test, enforced: it runs in this process."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", _no_process)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "execv", "execve", "execvp",
+                 "execvpe"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, _no_process)
 
 
 def pytest_runtest_setup(item):

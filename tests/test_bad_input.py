@@ -622,6 +622,7 @@ def _boom(*_args, **_kwargs):
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["plain", "REWRITER_DEBUG=1"])
+@pytest.mark.unit
 def test_internal_error_is_one_line_and_exit_70(monkeypatch, capsys, debug):
     from rewriter import check, cli
 

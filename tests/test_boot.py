@@ -124,6 +124,7 @@ def test_injection_hooks_the_recheck_and_counts_the_calls():
     assert text.count("pte_unmap_unlock(pte, ptl);") == 2
 
 
+@pytest.mark.unit
 def test_injection_semantic_patch_has_the_kernel_header():
     rule = inject.semantic_patch("pte_offset_map_readonly_nolock", "pte_offset_map_maywrite_nolock")
     head = rule.splitlines()
@@ -132,6 +133,7 @@ def test_injection_semantic_patch_has_the_kernel_header():
     assert any(l.startswith("// Options: ") for l in head[:20])
 
 
+@pytest.mark.unit
 def test_kernel_side_lists_every_site_and_wires_the_makefile():
     sites = [inject.Site(0, "mm/a.c", "f", "rw"), inject.Site(1, "mm/a.c", "f", "recheck")]
     files = inject.kernel_files(sites, b"obj-y := memory.o\n", every=3, delay_us=100)
@@ -224,6 +226,7 @@ rwb: done
 """
 
 
+@pytest.mark.unit
 def test_console_splat_is_read_and_blamed_on_map_pte():
     splats, phases, counts, marks = boot.parse_console(LOCKDEP_REPORT)
     assert [s.title for s in splats] == ["WARNING: bad unlock balance detected!"]
@@ -238,6 +241,7 @@ def test_console_splat_is_read_and_blamed_on_map_pte():
     assert splats[0].functions[0].startswith("map_pte() (mm/page_vma_mapped.c, forced 100 times)")
 
 
+@pytest.mark.unit
 def test_splat_titles_compare_across_runs():
     a = boot._title("BUG: spinlock already unlocked on CPU#1, workload/87")
     b = boot._title("BUG: spinlock already unlocked on CPU#0, workload/91")

@@ -255,6 +255,7 @@ def test_ifdef_around_the_changed_lines_names_the_option(kernel_tree, path, func
     assert option in on
 
 
+@pytest.mark.unit
 def test_ifdef_options_follow_else_and_negation():
     text = "\n".join([
         "#ifdef CONFIG_A",        # 1
@@ -275,6 +276,7 @@ def test_ifdef_options_follow_else_and_negation():
     assert kbuild.ifdef_options(text, {10}) == (set(), set())
 
 
+@pytest.mark.unit
 def test_compiler_output_is_split_per_object(tmp_path):
     src = tmp_path / "src-0123456789abcdef"
     builder = kbuild.Builder.__new__(kbuild.Builder)
@@ -335,6 +337,7 @@ make: *** [Makefile:224: __sub-make] Error 2
     ("", "scripts/kconfig/conf: error: no such file\n", "scripts/kconfig/conf: error: no such file"),
     ("", "", "no message"),
 ], ids=["not-clean", "no-rule", "compile", "summary-only", "stdout", "nothing"])
+@pytest.mark.unit
 def test_first_error_line_of_make(err, out, line):
     """Issue #16: a failed make was shown by its last line ("make: ***
     [Makefile:234: __sub-make] Error 2"), not by the one that says why."""
@@ -386,6 +389,7 @@ def test_export_leaves_out_build_products(tools, tmp_path):
     assert again == exported and not (again / ".config").exists() and not (again / "include/config").exists()
 
 
+@pytest.mark.unit
 def test_watched_names():
     pat = kbuild.watched_pattern("pte_offset_map_nolock")
     text = ("/* pte_offset_map_ro_nolock() */ x = pte_offset_map_readonly_nolock(mm, pmd, a, &ptl);\n"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rewriter import clex
+
+pytestmark = pytest.mark.unit
 
 SOURCE = """\
 void lock_both(spinlock_t *a,

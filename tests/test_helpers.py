@@ -20,7 +20,11 @@ import unidiff
 
 from rewriter import helpers
 from rewriter.errors import InputError
-from rewriter.helpers import DOC, FILES, HEADER, SOURCE, Names
+from rewriter import recipe
+from rewriter.recipe import Names
+
+RECIPE = recipe.find(None)
+HEADER, SOURCE, DOC = FILES = RECIPE.files
 from rewriter.runner import FileResult, Runner
 from rewriter.tree import open_tree
 
@@ -255,12 +259,14 @@ def _git_env() -> dict[str, str]:
     ("r1,w_2", "pte_offset_map_r1_nolock", "pte_offset_map_w_2_nolock"),
     (" ro , rw ", "pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock"),
 ])
+@pytest.mark.unit
 def test_names_parse(text, readonly, maywrite):
-    assert Names.parse(text) == Names(readonly, maywrite)
+    assert RECIPE.names(text) == Names(readonly, maywrite)
 
 
+@pytest.mark.unit
 def test_default_names():
-    assert helpers.DEFAULT_NAMES == Names.parse("readonly,maywrite") == DEFAULT
+    assert RECIPE.default_names == RECIPE.names("readonly,maywrite") == DEFAULT
 
 
 @pytest.mark.parametrize("text, message", [
@@ -275,9 +281,10 @@ def test_default_names():
     ("ro,r\u00e9", "is not a C identifier"),
     ("ro,ro", "both functions would be called pte_offset_map_ro_nolock"),
 ])
+@pytest.mark.unit
 def test_names_parse_refuses(text, message):
     with pytest.raises(InputError) as info:
-        Names.parse(text)
+        RECIPE.names(text)
     shown = str(info.value)
     assert message in shown
     assert f"names {text!r}" in shown
@@ -329,8 +336,8 @@ def fixture_run(tmp_path_factory, tools):
     repo = tools.make_git_repo(tools.FIXTURE_TREE, tmp_path_factory.mktemp("helpers") / "linux")
     run = Runner(jobs=2)
     orig = originals(repo)
-    intro = helpers.introduce(open_tree(repo), run, DEFAULT)
-    gone = helpers.remove({**orig, **intro}, run, DEFAULT)
+    intro = helpers.introduce(open_tree(repo), run, DEFAULT, RECIPE)
+    gone = helpers.remove({**orig, **intro}, run, DEFAULT, RECIPE)
     return orig, intro, gone
 
 
@@ -370,7 +377,7 @@ def test_introduce_is_clean(fixture_run, tmp_path, tools):
 
 
 def test_introduce_short_names(scratch_repo, runner):
-    intro = helpers.introduce(open_tree(scratch_repo), runner, SHORT)
+    intro = helpers.introduce(open_tree(scratch_repo), runner, SHORT, RECIPE)
     orig = originals(scratch_repo)
     assert added(patched(orig[HEADER], intro[HEADER], HEADER)) == [
         "pte_t *pte_offset_map_ro_nolock(struct mm_struct *mm, pmd_t *pmd,",
@@ -433,39 +440,44 @@ def test_introduce_refuses_taken_names(scratch_repo, runner, tools):
     edit(scratch_repo, tools, DOC, " - pte_unmap_unlock()", " - pte_offset_map_ro_nolock()")
     with pytest.raises(InputError, match=r"^pte_offset_map_ro_nolock already occurs in .*"
                                          r"\(Documentation/mm/split_page_table_lock.rst:\d+\)"):
-        helpers.introduce(open_tree(scratch_repo), runner, SHORT)
+        helpers.introduce(open_tree(scratch_repo), runner, SHORT, RECIPE)
 
 
 def test_introduce_refuses_a_tree_without_the_prototype(scratch_repo, runner, tools):
     edit(scratch_repo, tools, HEADER, FIXTURE_OLD_PROTOTYPE[0] + "\n", "")
     with pytest.raises(InputError, match=r"^include/linux/mm.h: no prototype of pte_offset_map_nolock\(\)"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
 
 
 def test_introduce_refuses_another_signature(scratch_repo, runner, tools):
     edit(scratch_repo, tools, SOURCE, "\t\t\t     unsigned long addr, spinlock_t **ptlp)\n{",
          "\t\t\t     unsigned int addr, spinlock_t **ptlp)\n{")
     with pytest.raises(InputError, match=r"^mm/pgtable-generic.c:\d+: pte_offset_map_nolock\(\) does not take"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
 
 
-def test_introduce_refuses_a_missing_paragraph(scratch_repo, runner, tools):
+def test_introduce_without_a_paragraph_writes_kerneldoc(scratch_repo, runner, tools):
+    # A tree with no paragraph to put the new text after (as Linux 6.5) is
+    # no longer refused: tests/test_shapes.py tests what it gets instead.
     edit(scratch_repo, tools, SOURCE, " * pte_offset_map_nolock(mm, pmd, addr, ptlp) maps",
          " * This function maps")
-    with pytest.raises(InputError, match=r"^mm/pgtable-generic.c: no comment paragraph starts with"):
-        helpers.introduce(open_tree(scratch_repo), runner, DEFAULT)
+    intro = helpers.introduce(open_tree(scratch_repo), runner, DEFAULT, RECIPE)
+    source = intro[SOURCE].decode()
+    for name in (DEFAULT.readonly, DEFAULT.maywrite):
+        assert f"/**\n * {name} - " in source
+    assert FIXTURE_PARAGRAPHS[1] + "\n" not in source
 
 
 def test_introduce_refuses_overlong_lines(scratch_repo, runner):
     word = "x" * 60
     with pytest.raises(InputError, match=r"columns wide \(at most 100\); choose shorter names"):
-        helpers.introduce(open_tree(scratch_repo), runner, Names.parse(f"ro,{word}"))
+        helpers.introduce(open_tree(scratch_repo), runner, RECIPE.names(f"ro,{word}"), RECIPE)
 
 
 def test_remove_refuses_before_introduce(fixture_run, runner):
     orig, _intro, _gone = fixture_run
     with pytest.raises(InputError, match="pte_offset_map_readonly_nolock is not there yet"):
-        helpers.remove(orig, runner, DEFAULT)
+        helpers.remove(orig, runner, DEFAULT, RECIPE)
 
 
 def test_remove_refuses_while_still_used(fixture_run, runner):
@@ -474,13 +486,16 @@ def test_remove_refuses_while_still_used(fixture_run, runner):
               b"\treturn pte_offset_map_nolock(mm, pmd, 0, ptlp) != NULL;\n}\n")
     files = {**intro, SOURCE: intro[SOURCE] + caller}
     with pytest.raises(InputError, match=r"^mm/pgtable-generic.c:\d+: pte_offset_map_nolock is still named"):
-        helpers.remove(files, runner, DEFAULT)
+        helpers.remove(files, runner, DEFAULT, RECIPE)
 
 
-def test_remove_needs_all_three_files(fixture_run, runner):
-    _orig, intro, _gone = fixture_run
-    with pytest.raises(InputError, match="without Documentation/mm/split_page_table_lock.rst"):
-        helpers.remove({HEADER: intro[HEADER], SOURCE: intro[SOURCE]}, runner, DEFAULT)
+def test_remove_needs_the_c_files_but_not_the_documentation(fixture_run, runner):
+    _orig, intro, gone = fixture_run
+    with pytest.raises(InputError, match="without mm/pgtable-generic.c"):
+        helpers.remove({HEADER: intro[HEADER], DOC: intro[DOC]}, runner, DEFAULT, RECIPE)
+    # Without the documentation file, the rest is removed as before.
+    assert helpers.remove({HEADER: intro[HEADER], SOURCE: intro[SOURCE]}, runner, DEFAULT, RECIPE) == {
+        HEADER: gone[HEADER], SOURCE: gone[SOURCE]}
 
 
 # --------------------------------------------------------------------------
@@ -544,8 +559,8 @@ def kernel_run(kernel_tree):
     run = Runner()
     tree = open_tree(kernel_tree)
     orig = {path: tree.read(path) for path in FILES}
-    intro = helpers.introduce(tree, run, DEFAULT)
-    gone = helpers.remove({**orig, **intro}, run, DEFAULT)
+    intro = helpers.introduce(tree, run, DEFAULT, RECIPE)
+    gone = helpers.remove({**orig, **intro}, run, DEFAULT, RECIPE)
     return orig, intro, gone
 
 

@@ -5,11 +5,12 @@ instead of rendering it as nothing."""
 from __future__ import annotations
 
 import ast
-import importlib
 from pathlib import Path
 
 import jinja2
 import pytest
+
+pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rewriter"
 SOURCES = sorted(PACKAGE.glob("*.py"))
@@ -87,15 +88,25 @@ def test_every_jinja2_environment_is_strict(path):
     assert not problems, problems
 
 
-def test_every_loaded_jinja2_environment_is_strict():
-    """The same, for the environments as the modules build them."""
-    found = 0
+def test_one_jinja2_environment_strict_and_built_in_one_place():
+    """rewriter.text builds the one environment (for the engine's templates
+    and, first, a recipe's); no module builds another, none adds filters
+    to it at import time, and it is strict about undefined names."""
+    import ast
+
+    from rewriter import recipe, text
+
+    builders, registrations = [], []
     for path in SOURCES:
-        if path.stem == "__main__":  # importing it runs the command line
-            continue
-        module = importlib.import_module(f"rewriter.{path.stem}")
-        for value in vars(module).values():
-            if isinstance(value, jinja2.Environment):
-                found += 1
-                assert value.undefined is jinja2.StrictUndefined, (path.name, value)
-    assert found >= 2  # cocci.py and text.py at least
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _name(node.func).split(".")[-1] == "Environment":
+                builders.append(path.name)
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr in ("filters", "tests") and isinstance(node.ctx, ast.Store)):
+                registrations.append(path.name)
+    assert builders == ["text.py"], builders
+    assert set(registrations) <= {"text.py"}, registrations  # inside environment(), not at import
+    for env in (text.environment(), text.environment(recipe.find(None).folder)):
+        assert env.undefined is jinja2.StrictUndefined
+        assert {"toml", "wrap", "lines", "sentence", "clause", "join_and"} <= set(env.filters)

@@ -174,11 +174,13 @@ def converted_tree(tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.slow  # a diff of the whole fixture tree, then gcc per driver
 @pytest.mark.parametrize("name", [_live_param(n) for n in all_drivers()])
 def test_live_conversion_is_lock_balanced(name, converted_tree, tmp_path):
     assert_balanced(run_driver(driver(name), converted_tree, None, tmp_path))
 
 
+@pytest.mark.unit
 def test_every_pmd_same_site_has_a_driver(manifest):
     """Each function the manifest expects a pmd_same() recheck in is run by
     a driver (fixture_map_for_caller takes no lock: nothing to balance)."""

@@ -9,13 +9,16 @@ import statistics
 import pytest
 
 from rewriter import changelog, series
-from rewriter.helpers import Names
+from rewriter import recipe
 from rewriter.plan import Entry, default_reason
 from rewriter.scan import Site
 from rewriter.verdicts import Evidence, Verdict
 
+pytestmark = pytest.mark.unit
+
 OLD = "pte_offset_map_nolock"
-NAMES = Names.parse("readonly,maywrite")
+RECIPE = recipe.find(None)
+NAMES = RECIPE.names("readonly,maywrite")
 RACE = "khugepaged's retract_page_tables() can free a PTE table without holding mmap_lock"
 
 
@@ -27,11 +30,11 @@ def entry(s: Site, verdict: str | None = None, recheck: str | None = "same", rea
     v = s.verdict
     e = Entry(s.file, s.function, s.index, verdict or v.verdict, v.recheck if recheck == "same" else recheck, "")
     return Entry(e.file, e.function, e.index, e.verdict, e.recheck,
-                 reason if reason is not None else default_reason(s))
+                 reason if reason is not None else default_reason(s, RECIPE))
 
 
 def message(function: str, calls, file: str = "mm/memory.c", prefix: str = "mm:") -> tuple[str, str]:
-    return series.convert_message(prefix, function, file, calls, NAMES, OLD)
+    return series.convert_message(RECIPE, prefix, function, file, calls, NAMES)
 
 
 def flat(text: str) -> str:
@@ -176,7 +179,7 @@ def test_review_questions_go_to_the_cover_letter():
                series.Patch("convert", {}, o.file, o.function,
                             ((o, entry(o, "rw", "dummy", "the caller checks the entry with pte_same()")),)),
                series.Patch("remove", {})]
-    scan = SimpleNamespace(function=OLD, mentions=(), sites=(), kept=())
+    scan = SimpleNamespace(function=OLD, mentions=(), sites=(), kept=(), recipe=RECIPE)
     record = versions.Record(1, "b", "0" * 40, "1" * 40, {}, "RFC PATCH", "", [], [])
     values = series.cover_values(scan, NAMES, patches, record, None, None, spatch="1.1.1")
     assert values["questions"] == [

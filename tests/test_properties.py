@@ -37,6 +37,8 @@ from hypothesis import strategies as st
 from conftest import FIXTURE_TREE, commit_all, git, git_env
 from harness import run
 
+pytestmark = pytest.mark.slow  # generates trees and runs scan and diff on each
+
 API = "pte_offset_map_nolock"
 HELPER_FILES = ("include/linux/mm.h", "mm/pgtable-generic.c", "Documentation/mm/split_page_table_lock.rst")
 

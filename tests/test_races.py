@@ -188,6 +188,7 @@ class _Lines:
         return False
 
 
+@pytest.mark.unit
 def test_a_parent_another_run_made_meanwhile_is_no_refusal(tmp_path, monkeypatch):
     """Two runs with -o place/c and -o place/d both make place/: the one that
     loses that race must go on, not blame -o with 'File exists' (and must

@@ -116,6 +116,7 @@ def count_near(labels: str, number: int, text: str) -> bool:
 # the fixtures themselves (no rewriter needed)
 # --------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_manifest_matches_fixture_sources(manifest, fixture_sources):
     """Every call in the tree has exactly one manifest entry, and every other
     line naming the API is a manifest mention."""
@@ -154,6 +155,7 @@ def test_manifest_matches_fixture_sources(manifest, fixture_sources):
         f"{sorted((call_lines | mention_lines) - occurrences)}")
 
 
+@pytest.mark.unit
 def test_broken_fixture_names_the_api(tools):
     text = (tools.BROKEN_DIR / "mm" / "fixture_broken.c").read_text()
     assert f"{API}(" in text
@@ -550,7 +552,7 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
     """One spatch run takes each path question for many one-function files;
     when such a run fails, the question is asked again of each file of the
     tree as a whole, and the verdicts are the same."""
-    from rewriter import scan
+    from rewriter import recipe, scan
     from rewriter.runner import FileResult, Runner
     from rewriter.tree import open_tree
 
@@ -562,7 +564,7 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
         return FileResult(label, (), error="spatch failed: injected")
 
     monkeypatch.setattr(Runner, "run_together", failing)
-    result = scan.scan(open_tree(fixture_repo), Runner())
+    result = scan.scan(open_tree(fixture_repo), Runner(), recipe.find(None))
     assert failed and any(len(files) > 1 for files in failed)
     assert not result.errors
     assert ({(s.file, s.line, s.verdict.verdict, s.verdict.recheck) for s in result.sites}

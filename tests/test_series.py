@@ -677,6 +677,7 @@ def test_sigint_at_random_points_leaves_nothing(origin, plan_v1, tmp_path):
 SIGNED = "\n\nSigned-off-by: A <a@example.org>\n"
 
 
+@pytest.mark.unit
 def test_learned_prefix():
     def signed(*subjects):
         return [(x, SIGNED) for x in subjects]
@@ -692,6 +693,7 @@ def test_learned_prefix():
     assert series.learned_prefix(signed("ARM: 9431/1: fix a", "ARM: 9350/1: b", "ARM: c")) == "ARM:"
 
 
+@pytest.mark.unit
 def test_local_commits_change_no_prefix():
     """Commits without Signed-off-by, or whose subject has no subsystem
     prefix, are local: "test: ..." at the top of a file's history changes
@@ -721,6 +723,7 @@ def test_local_commits_in_a_repository(tmp_path):
     assert series.subject_prefix(g, "HEAD", ["mm/mremap.c"]) == "mm: mremap:"
 
 
+@pytest.mark.unit
 def test_prefix_from_the_path():
     # The rules of rewriter.changelog.SUBJECT_PREFIXES, as the kernel's log has them.
     assert series.path_prefix("mm/memory.c") == "mm:"
@@ -741,12 +744,15 @@ def test_prefix_from_the_path():
     assert series.shorter_prefixes("x86/mm:") == ["x86/mm:", "x86:"]
 
 
+@pytest.mark.unit
 def test_braced_names_and_default_branch():
     assert series.braced("pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock") == "pte_offset_map_{ro|rw}_nolock"
-    from rewriter.helpers import Names
-    assert series.default_branch(Names.parse("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
+    from rewriter import recipe
+    r = recipe.find(None)
+    assert series.default_branch(r, r.names("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
 
 
+@pytest.mark.unit
 def test_reflow_wraps_paragraphs_and_lists_and_keeps_tables():
     text = ("word " * 30 + "\n\nLead:\n- " + "item " * 20 + "\n- short\n\n  a  b\n  c  d\n")
     out = prose.reflow(text)
@@ -756,6 +762,7 @@ def test_reflow_wraps_paragraphs_and_lists_and_keeps_tables():
     assert any(l.startswith("- item") for l in lines) and any(l.startswith("  item") for l in lines)
 
 
+@pytest.mark.unit
 def test_maintainers_patterns():
     sections = maintainers.parse(MAINTAINERS)
     assert [s.title for s in sections] == ["MEMORY MANAGEMENT", "X86 MM", "THE REST"]
@@ -833,6 +840,7 @@ def test_maintainers_roles_from_the_script(kernel_tree, tmp_path, monkeypatch):
     assert runs == {"[PATCH 1/2] mm: change a.c": 3, "[PATCH 2/2] mm: change b.c": 1}
 
 
+@pytest.mark.unit
 def test_addresses():
     assert mail.check_address(' "Morton, A." <a@example.org> ', "--to") == '"Morton, A." <a@example.org>'
     for bad in ("a@example.org, b@example.org", "x\n@y", "nobody"):
@@ -840,6 +848,7 @@ def test_addresses():
             mail.check_address(bad, "--to")
 
 
+@pytest.mark.unit
 def test_mail_headers_are_edited_in_place():
     raw = (b"From 0123 Mon Sep 17 00:00:00 2001\nMessage-Id: <old@x>\nFrom: A <a@example.org>\n"
            b"Date: Mon, 18 Nov 2024 12:00:00 +0000\nSubject: [RFC PATCH v1 01/13] mm: memory: copy_pte_range() use\n"
@@ -856,6 +865,7 @@ def test_mail_headers_are_edited_in_place():
     assert out.endswith("---\nChanges in v2:\n- one\n\n a | 1 +\n")
 
 
+@pytest.mark.unit
 def test_source_date_epoch(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert str(series.series_date(None, "unused")) == "@1700000000 +0000"

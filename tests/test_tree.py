@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from rewriter import recipe
 from rewriter import scan as scan_mod
 from rewriter.runner import Runner
 from rewriter.tree import Tree, open_tree
@@ -32,7 +33,7 @@ def test_the_same_scan_either_way(scratch_repo, monkeypatch):
     results = []
     for on_disk in (True, False):
         monkeypatch.setattr(Tree, "work_tree_is_rev", lambda self, v=on_disk: v)
-        results.append(scan_mod.scan(open_tree(scratch_repo), Runner()).to_json())
+        results.append(scan_mod.scan(open_tree(scratch_repo), Runner(), recipe.find(None)).to_json())
     assert results[0] == results[1]
 
 
