@@ -26,7 +26,7 @@ from rewriter import cocci
 from rewriter.recipe import Knowledge
 from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
 from rewriter.runner import Runner
-from rewriter.tree import Tree
+from rewriter.tree import FIXED_WORDS, Tree
 
 MARKER = "@@REWRITER-WRITELOCKED@@"
 DEPTH = 8  # callers above the function with the call; --caller-depth
@@ -154,7 +154,9 @@ class Walker:
                 return text
 
             names = sorted({fn for fn, path in todo if not defines_static(lexed(path), fn)})
-            hits = tree.grep_words(names, C_SUFFIXES) if names else {}
+            if not names or len(names) > FIXED_WORDS:
+                return  # a grep for many words costs seconds: only for names known to be needed
+            hits = tree.grep_words(names, C_SUFFIXES)
             files: dict[str, set[str]] = {}  # file -> the names found in it
             for name, found in hits.items():
                 for h in found:

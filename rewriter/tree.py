@@ -32,6 +32,9 @@ _blob_memo: dict[tuple[str, str, str], bytes] = {}
 _id_memo: dict[tuple[str, str, str], str] = {}
 _work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
 _work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
+_WORD_RUN = re.compile(r"[A-Za-z0-9_]+")
+# Up to this many words, one git grep -F -e per word; more, one -P pattern.
+FIXED_WORDS = 8
 GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
                "-c", "core.deltaBaseCacheLimit=16m")
 
@@ -152,9 +155,25 @@ class Tree:
         return out
 
     def _grep(self, words: list[str], suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
-        args = ["-n", "-w", "-F"]
-        for word in words:
-            args += ["-e", word]
+        try:
+            return self._grep_with(words, suffixes, len(words) > FIXED_WORDS)
+        except git.GitCommandError as exc:
+            if exc.status == 1 or len(words) <= FIXED_WORDS:
+                raise
+            return self._grep_with(words, suffixes, False)  # a git without PCRE: one -e per word
+
+    def _grep_with(self, words: list[str], suffixes: tuple[str, ...], one_pattern: bool) -> dict[str, list[Hit]]:
+        if one_pattern:
+            # git grep tries each -e on each line in turn: a hundred words
+            # cost ten times one.  One Perl pattern costs the same for any
+            # number; it is slower than a few -F words.  Word boundaries as
+            # -w has them (GitPython runs git with LC_ALL=C: bytes, no UTF-8).
+            args = ["-n", "-P", "-e", "(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(w) for w in words)
+                    + ")(?![A-Za-z0-9_])"]
+        else:
+            args = ["-n", "-w", "-F"]
+            for word in words:
+                args += ["-e", word]
         # The checked-out files are the revision's blobs when nothing says
         # otherwise (work_tree_is_rev): grepping them skips inflating every
         # blob of the pack, several times faster on a kernel tree.
@@ -172,15 +191,19 @@ class Tree:
             out = self.repo.git.execute(["git", *GREP_CONFIG, "grep", *args, *(() if on_disk else (self.rev,)),
                                          "--", *pathspecs])
         except git.GitCommandError as exc:
-            if exc.status == 1:
+            if exc.status == 1:  # nothing found
                 return {word: [] for word in words}
             raise
         if on_disk:
             out = "\n".join(f"{self.rev}:{line}" for line in out.splitlines())
         found: dict[str, list[Hit]] = {word: [] for word in words}
         # A line matched at least one word; which, is asked as git -w does:
-        # not preceded or followed by a letter, digit or underscore.
-        patterns = {word: re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])") for word in words}
+        # not preceded or followed by a letter, digit or underscore.  A word
+        # of those characters only is then one of the line's runs of them
+        # (one look-up per line, however many words).
+        names = {word for word in words if _WORD_RUN.fullmatch(word)}
+        patterns = {word: re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])")
+                    for word in words if word not in names}
         prefix = self.rev + ":"
         for line in out.splitlines():
             if not line.startswith(prefix):
@@ -188,9 +211,12 @@ class Tree:
             path, lineno, text = line[len(prefix):].split(":", 2)
             if suffixes and not path.endswith(suffixes):
                 continue
+            hit = (path, int(lineno), text)
+            for word in names.intersection(_WORD_RUN.findall(text)):
+                found[word].append(hit)
             for word, pattern in patterns.items():
                 if pattern.search(text):
-                    found[word].append((path, int(lineno), text))
+                    found[word].append(hit)
         return found
 
 
