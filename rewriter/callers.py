@@ -107,9 +107,11 @@ class Walker:
         are not static, and the files it finds them in, read and lexed.
         It only fills the memos of the tree and the lexer, so the walk
         answers and records the same with it or without it; it overlaps
-        the spatch runs (of the scan, then of each level's questions),
-        which leave the GIL free.  Any failure here only means that the
-        walk does that work itself."""
+        the spatch runs of the scan, which leave the GIL free.  (Reading
+        ahead at each level of the walk, beside its spatch question, did
+        not pay: the last level's grep is mostly wasted, and on a bare
+        clone one grep costs seconds.)  Any failure here only means that
+        the walk does that work itself."""
         todo = sorted(set(functions) - self._read_for)
         if not todo:
             return
@@ -198,13 +200,10 @@ class Walker:
         stopped: set = set()
         level = 0
         while frontier:
-            # Whose callers the level may need, read while spatch answers
-            # which of them hold the lock.
-            if level < self.depth:
-                self.read_ahead((call[1], call[0]) for _i, _c, call in frontier
-                                if (call[1], call[0]) not in self._refs)
             held = self._ask([call for _i, _c, call in frontier])
-            # Only the callers of those that do not hold it are looked for.
+            # Only the callers of those that do not hold it are looked for:
+            # reading ahead (read_ahead(), started by the scan) skips the
+            # files of the others from now on.
             self._wanted = {call[1] for item, _c, call in frontier if not held.get(call) and item not in stopped}
             self.wait_ahead()
             nxt = []
