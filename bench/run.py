@@ -12,8 +12,10 @@ Prints a table and writes it, with a line describing the machine, to
 bench/RESULTS.md.
 
 The reference reads the tree named by --tree (spatch writes nothing there).
-rewriter runs on a bare clone that shares its objects (git clone --bare
---shared): no checkout, as in the tool itself, and the tree is not touched.
+rewriter runs on a clone that shares its objects (git clone --shared),
+checked out as a user's tree is, so that its greps read the checked-out
+files as the reference does; the tree itself is not touched.  One more
+row scans a bare clone, where every grep reads the revision instead.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ TARGETS = (
     ("rewriter series (warm)", "wall", 0.5),
 )
 RSS_LIMIT_MB = 300
-GREP_ROW = "part of every cold run: git grep of the revision"
+GREP_ROW = "part of every cold run: git grep of the checkout"
+REVISION_GREP_ROW = "git grep of the revision (a bare clone)"
+BARE_SCAN_ROW = "rewriter scan (cold), bare clone"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,17 @@ def bare_clone(tree: Path, dest: Path) -> Path:
     return dest
 
 
+def checked_out_clone(tree: Path, dest: Path) -> Path:
+    """A clone sharing the tree's objects, with its files checked out
+    (about 10 s and 1.7 GB for the kernel)."""
+    subprocess.run(["git", "clone", "-q", "--shared", str(tree), str(dest)], check=True)
+    return dest
+
+
+def check_out(repo: Path, rev: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--detach", rev], check=True)
+
+
 def rewriter(*args: str) -> list[str]:
     return [sys.executable, "-m", "rewriter", *args]
 
@@ -90,6 +105,7 @@ def main() -> int:
     ap.add_argument("--tree", required=True, help="the real kernel git tree (with its work tree, for the reference)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--growth", default="10,100,1000", help="synthetic call counts")
+    ap.add_argument("--callers", default="1000", help="synthetic caller counts for the caller walk")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     if args.runs < 3:
@@ -103,7 +119,8 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), REWRITER_CACHE=str(cache))
     rows: list[tuple[str, Sample]] = []
     try:
-        repo = bare_clone(tree, work / "linux.git")
+        repo = checked_out_clone(tree, work / "linux")
+        bare = bare_clone(tree, work / "linux.git")
         sys.path.insert(0, str(ROOT))
         from rewriter import cocci
         find_rule = work / "find.cocci"
@@ -113,21 +130,24 @@ def main() -> int:
         step("reference")
         rows.append(("reference: spatch --use-gitgrep -j 2", median(
             [measure(spatch_cmd, env) for _ in range(args.runs)])))
-        # What every cold run does first and cannot do without: read the
-        # whole revision from the object store (the reference greps the
-        # work tree instead).
+        # What every cold run does first and cannot do without: one grep
+        # of the checked-out files for the old name and the new ones (a
+        # bare clone has to read the revision from the object store).
         from rewriter.recipe import find as find_recipe
         DEFAULT_NAMES = find_recipe(None).default_names
         from rewriter.tree import GREP_CONFIG
-        rev = subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        grep_cmd = ["git", "--git-dir", str(repo), *GREP_CONFIG, "grep", "-n", "-w", "-F", "-e", FUNCTION,
-                    "-e", DEFAULT_NAMES.readonly, "-e", DEFAULT_NAMES.maywrite, rev, "--"]
-        step("git grep of the revision")
+        base = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        words = ["-e", FUNCTION, "-e", DEFAULT_NAMES.readonly, "-e", DEFAULT_NAMES.maywrite]
+        grep_cmd = ["git", "-C", str(repo), *GREP_CONFIG, "grep", "-n", "-w", "-F", *words, "--"]
+        step("git grep of the checkout")
         rows.append((GREP_ROW, median([measure(grep_cmd, env) for _ in range(args.runs)])))
+        step("git grep of the revision")
+        rev_grep_cmd = ["git", "--git-dir", str(bare), *GREP_CONFIG, "grep", "-n", "-w", "-F", *words, base, "--"]
+        rows.append((REVISION_GREP_ROW, median([measure(rev_grep_cmd, env) for _ in range(args.runs)])))
         step("rewriter scan (cold)")
-        rows.append(("rewriter scan (cold)", median([measure(rewriter("scan", "--tree", str(repo), "--format", "json"),
-                                                             _cold(env, cache)) for _ in range(args.runs)])))
+        scan = rewriter("scan", "--tree", str(repo), "--format", "json")
+        rows.append(("rewriter scan (cold)", median([measure(scan, _cold(env, cache)) for _ in range(args.runs)])))
         step("rewriter diff (cold)")
         # The plan make demo follows: it settles the calls the scan marks
         # for review, which series refuses without one.
@@ -143,13 +163,25 @@ def main() -> int:
         step("rewriter series (warm)")
         measure(series, env)  # fill the cache
         rows.append(("rewriter series (warm)", median([measure(series, env) for _ in range(args.runs)])))
+        step("rewriter scan (cold), bare clone")
+        rows.append((BARE_SCAN_ROW, median([measure(rewriter("scan", "--tree", str(bare), "--format", "json"),
+                                                    _cold(env, cache)) for _ in range(args.runs)])))
         growth = []
         for n in map(int, args.growth.split(",")):
             step(f"growth: {n} synthetic calls")
-            growth.append((n, _growth(repo, work, n, env, cache)))
+            growth.append((n, _growth(repo, base, n, env, cache)))
+        walks = []
+        if args.callers:
+            # The machine's load changes over the minutes of the bench: the
+            # walk is compared with a cold scan of the tree made just before.
+            step("caller walk: a cold scan of the tree to compare with")
+            walks.append((0, (0, measure(scan, _cold(env, cache)))))
+        for n in map(int, args.callers.split(",")) if args.callers else ():
+            step(f"caller walk: {n} synthetic callers")
+            walks.append((n, _walk(repo, base, n, env, cache)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = report(machine, rows, growth)
+    text = report(machine, rows, growth, walks)
     # The section "## check --boot" is measured by hand (kernel builds take
     # half an hour): it is kept as it is.
     old = Path(args.out).read_text() if Path(args.out).exists() else ""
@@ -170,10 +202,10 @@ def _cold(env: dict[str, str], cache: Path) -> dict[str, str]:
     return env
 
 
-def _growth(repo: Path, work: Path, n: int, env: dict[str, str], cache: Path) -> tuple[int, Sample]:
+def _growth(repo: Path, base: str, n: int, env: dict[str, str], cache: Path) -> tuple[int, Sample]:
     """A cold scan of a commit on top of the tree that adds n synthetic
-    calls (files of fixture functions, renamed); returns (calls the scan
-    found, sample)."""
+    calls (files of fixture functions, renamed), checked out; returns
+    (calls the scan found, sample)."""
     shapes = _shape_functions()
     files: dict[str, str] = {}
     made = 0
@@ -185,30 +217,85 @@ def _growth(repo: Path, work: Path, n: int, env: dict[str, str], cache: Path) ->
             body.append(text.replace(name, f"{name}_syn{f}_{k}", 1))
         made += len(body)
         files[f"mm/rewriter_synthetic_{f}.c"] = "\n".join(body)
-    rev = _commit_files(repo, files, f"{n} synthetic calls")
-    sample = measure(rewriter("scan", "--tree", str(repo), "--rev", rev, "--format", "json"), _cold(env, cache))
-    found = len(json.loads(sample.stdout)["sites"])
-    return found, sample
+    sample = _scan_commit(repo, base, files, f"{n} synthetic calls", env, cache)
+    return len(json.loads(sample.stdout)["sites"]), sample
 
 
-def _commit_files(repo: Path, files: dict[str, str], message: str) -> str:
-    """A commit on top of HEAD with files added, made with plumbing in a
-    private index: the bare clone gets no work tree."""
+# A may-write call with no pte_same() check, so that the scan walks its
+# callers; each caller takes the mmap_lock for write, so every chain is
+# covered and the walk looks at all of them.
+WALKED = """void rewriter_walked(struct mm_struct *mm, pmd_t *pmd, unsigned long addr)
+{
+\tspinlock_t *ptl;
+\tpte_t *pte;
+\tpte_t old;
+
+\tpte = pte_offset_map_nolock(mm, pmd, addr, &ptl);
+\tif (!pte)
+\t\treturn;
+\tspin_lock(ptl);
+\told = ptep_get_and_clear(mm, addr, pte);
+\tset_pte_at(mm, addr + PAGE_SIZE, pte + 1, old);
+\tpte_unmap_unlock(pte, ptl);
+}
+"""
+WALK_CALLER = """void rewriter_walk_caller_{f}_{k}(struct mm_struct *mm, pmd_t *pmd, unsigned long addr)
+{{
+\tmmap_write_lock(mm);
+\trewriter_walked(mm, pmd, addr);
+\tmmap_write_unlock(mm);
+}}
+"""
+
+
+def _walk(repo: Path, base: str, n: int, env: dict[str, str], cache: Path) -> tuple[int, Sample]:
+    """A cold scan of a commit on top of the tree that adds a walked call
+    and n callers of its function (10 to a file), checked out; returns
+    (caller chains the scan reports for it, sample)."""
+    files = {"mm/rewriter_walked.c": WALKED}
+    per_file = 10
+    for f in range((n + per_file - 1) // per_file):
+        files[f"mm/rewriter_walk_callers_{f}.c"] = "\n".join(
+            WALK_CALLER.format(f=f, k=k) for k in range(min(per_file, n - f * per_file)))
+    sample = _scan_commit(repo, base, files, f"{n} synthetic callers", env, cache)
+    site = next(s for s in json.loads(sample.stdout)["sites"] if s["function"] == "rewriter_walked")
+    chains = [e for e in site["evidence"] if e["text"].startswith("caller chain ")]
+    if site["basis"] != "mmap_write":
+        raise SystemExit(f"bench: the synthetic walk did not cover every chain: {site['reasons']}")
+    return len(chains), sample
+
+
+def _scan_commit(repo: Path, base: str, files: dict[str, str], message: str, env: dict[str, str],
+                 cache: Path) -> Sample:
+    """A cold scan of the clone with a commit on base that adds files
+    checked out (as a user scans their tree); base is checked out again
+    afterwards."""
+    rev = _commit_files(repo, base, files, message)
+    check_out(repo, rev)
+    try:
+        return measure(rewriter("scan", "--tree", str(repo), "--format", "json"), _cold(env, cache))
+    finally:
+        check_out(repo, base)
+
+
+def _commit_files(repo: Path, base: str, files: dict[str, str], message: str) -> str:
+    """A commit on top of base with files added, made with plumbing in a
+    private index (the clone's own index and files stay as they are)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"), GIT_AUTHOR_NAME="bench",
                    GIT_AUTHOR_EMAIL="bench@example.invalid", GIT_COMMITTER_NAME="bench",
                    GIT_COMMITTER_EMAIL="bench@example.invalid")
 
         def git(*args: str, data: str | None = None) -> str:
-            return subprocess.run(["git", "--git-dir", str(repo), *args], input=data, env=env, check=True,
+            return subprocess.run(["git", "-C", str(repo), *args], input=data, env=env, check=True,
                                   capture_output=True, text=True).stdout.strip()
 
-        git("read-tree", "HEAD")
+        git("read-tree", base)
         for path, text in files.items():
             blob = git("hash-object", "-w", "--stdin", data=text)
             git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
         tree = git("write-tree")
-        return git("commit-tree", tree, "-p", "HEAD", "-m", message)
+        return git("commit-tree", tree, "-p", base, "-m", message)
 
 
 def _shape_functions() -> list[tuple[str, str]]:
@@ -246,7 +333,8 @@ def describe_machine() -> str:
             f"{_spatch_version()}, {git_version}.")
 
 
-def report(machine: str, rows: list[tuple[str, Sample]], growth: list[tuple[int, tuple[int, Sample]]]) -> str:
+def report(machine: str, rows: list[tuple[str, Sample]], growth: list[tuple[int, tuple[int, Sample]]],
+           walks: list[tuple[int, tuple[int, Sample]]]) -> str:
     ref = rows[0][1]
     by_name = dict(rows)
     lines = [
@@ -276,6 +364,18 @@ def report(machine: str, rows: list[tuple[str, Sample]], growth: list[tuple[int,
     for n, (sites, s) in growth:
         lines.append(f"| {n} | {sites} | {s.wall:.1f} | {s.cpu:.1f} | {1000 * s.wall / sites:.0f} "
                      f"| {1000 * s.cpu / sites:.0f} |")
+    if walks:
+        (_zero, (_none, cold)), *walked = walks
+        lines += ["", "The caller walk: a cold scan with one more walked call whose function has N synthetic "
+                      "callers, each holding the mmap_lock for write (one run each; \"above\" is beyond the "
+                      f"cold scan of the tree made just before: {cold.wall:.1f} s wall, {cold.cpu:.1f} s CPU):",
+                  "",
+                  "| callers added | chains reported | wall s | CPU s | wall s above | CPU s above "
+                  "| wall ms per caller above |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for n, (chains, s) in walked:
+            lines.append(f"| {n} | {chains} | {s.wall:.1f} | {s.cpu:.1f} | {s.wall - cold.wall:.1f} "
+                         f"| {s.cpu - cold.cpu:.1f} | {1000 * (s.wall - cold.wall) / n:.1f} |")
     return "\n".join(lines) + "\n"
 
 

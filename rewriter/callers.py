@@ -17,16 +17,22 @@ one-function file per call, many to a run.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+
 
 from rewriter import cocci
 from rewriter.recipe import Knowledge
 from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
 from rewriter.runner import Runner
-from rewriter.tree import Tree
+from rewriter.tree import FIXED_WORDS, Tree
 
 MARKER = "@@REWRITER-WRITELOCKED@@"
 DEPTH = 8  # callers above the function with the call; --caller-depth
+# The walk follows calls in C sources only: the grep reads no other file
+# (an assembly caller, in a .S, was never followed; the pathspec only
+# spares git the reading of the files whose hits were dropped).
+C_SUFFIXES = (".c", ".h")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,81 @@ class Walker:
         self.files_read: set[str] = set()
         self.grepped: dict[str, list] = {}  # name -> the grep hits its callers were found from
         self.spatch_runs = 0
+        self._ahead: threading.Thread | None = None
+        self._reader: Tree | None = None
+        self._read_for: set[tuple[str, str]] = set()  # (function, file) pairs read ahead for
+        # The names whose callers are still wanted, once the walk knows
+        # (None: all): the reading ahead skips the files of the others.
+        self._wanted: set[str] | None = None
+
+    # ------------------------------------------------------------ reading ahead
+
+    def read_ahead(self, functions) -> None:
+        """Start, in a thread of its own, what finding the callers of these
+        (function, file) pairs will need: the git grep for the names that
+        are not static, and the files it finds them in, read and lexed.
+        It only fills the memos of the tree and the lexer, so the walk
+        answers and records the same with it or without it; it overlaps
+        the spatch runs of the scan, which leave the GIL free.  (Reading
+        ahead at each level of the walk, beside its spatch question, did
+        not pay: the last level's grep is mostly wasted, and on a bare
+        clone one grep costs seconds.)  Any failure here only means that
+        the walk does that work itself."""
+        todo = sorted(set(functions) - self._read_for)
+        if not todo:
+            return
+        self.wait_ahead()
+        self._read_for.update(todo)
+        self._wanted = None
+        self._ahead = threading.Thread(target=self._read_ahead, args=(todo,), name="rewriter-callers")
+        self._ahead.start()
+
+    def wait_ahead(self) -> None:
+        """Join the reading ahead (even through an interrupt, which is
+        raised once it has stopped: it may be writing a cache entry)."""
+        interrupted: KeyboardInterrupt | None = None
+        while self._ahead is not None:
+            try:
+                self._ahead.join()
+                self._ahead = None
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def close(self) -> None:
+        """Stop reading ahead and let go of its repository."""
+        try:
+            self.wait_ahead()
+        finally:
+            self._reader = None
+
+    def _read_ahead(self, todo: list[tuple[str, str]]) -> None:
+        try:
+            if self._reader is None:
+                self._reader = self.tree  # the gateway's blob reader takes one thread at a time
+            tree = self._reader
+
+            def lexed(path: str) -> str:
+                text = tree.read(path).decode("utf-8", errors="surrogateescape")
+                _definitions_of(text)  # and so its tokens
+                return text
+
+            names = sorted({fn for fn, path in todo if not defines_static(lexed(path), fn)})
+            if not names or len(names) > FIXED_WORDS:
+                return  # a grep for many words costs seconds: only for names known to be needed
+            hits = tree.grep_words(names, C_SUFFIXES)
+            files: dict[str, set[str]] = {}  # file -> the names found in it
+            for name, found in hits.items():
+                for h in found:
+                    files.setdefault(h[0], set()).add(name)
+            tree.blob_ids(sorted(files))  # one ls-tree for all of them
+            for path, found_names in sorted(files.items()):
+                wanted = self._wanted
+                if wanted is None or found_names & wanted:
+                    lexed(path)
+        except Exception:  # noqa: BLE001 - the walk does it again and reports what fails
+            pass
 
     def depends_on(self) -> tuple:
         """What the answers were read from beyond the files that name the
@@ -116,6 +197,11 @@ class Walker:
         level = 0
         while frontier:
             held = self._ask([call for _i, _c, call in frontier])
+            # Only the callers of those that do not hold it are looked for:
+            # reading ahead (read_ahead(), started by the scan) skips the
+            # files of the others from now on.
+            self._wanted = {call[1] for item, _c, call in frontier if not held.get(call) and item not in stopped}
+            self.wait_ahead()
             nxt = []
             need_refs = []
             for item, chain, call in frontier:
@@ -160,11 +246,11 @@ class Walker:
         if not todo:
             return
         global_names = [fn for fn, path in todo if not self._is_static(fn, path)]
-        hits = self.tree.grep_words(global_names) if global_names else {}
+        hits = self.tree.grep_words(global_names, C_SUFFIXES) if global_names else {}
         self.grepped.update(hits)
         for fn, path in todo:
             if fn in global_names:
-                files = sorted({h[0] for h in hits.get(fn, []) if h[0].endswith((".c", ".h"))})
+                files = sorted({h[0] for h in hits.get(fn, [])})
                 # A file with a static function of the same name calls its own.
                 files = [f for f in files if f == path or not self._is_static(fn, f)]
             else:

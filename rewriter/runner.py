@@ -56,6 +56,45 @@ def _pool(jobs: int):
     pool.shutdown(wait=True)
 
 
+class Background:
+    """fn() in a thread of its own, for work that waits on other programs
+    (git, spatch, perl) beside the caller's.  result() joins it and gives
+    what fn returned or raises what it raised; join() only waits, for a
+    caller that fails first.  Both wait through an interrupt and raise it
+    once the thread has stopped: a thread stopped dead at exit would leave
+    its scratch directory behind."""
+
+    def __init__(self, fn: Callable[[], object], name: str = "rewriter-background"):
+        self._value: list[object] = []
+        self._failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._value.append(fn())
+            except BaseException as exc:  # raised again in the caller's thread
+                self._failure.append(exc)
+
+        self._thread = threading.Thread(target=work, name=name)
+        self._thread.start()
+
+    def join(self) -> None:
+        interrupted: KeyboardInterrupt | None = None
+        while True:
+            try:
+                self._thread.join()
+                break
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def result(self) -> object:
+        self.join()
+        if self._failure:
+            raise self._failure[0]
+        return self._value[0]
+
+
 def _lay_out(src: Path, files: dict[str, bytes]) -> Path:
     """Write files (tree-relative path -> bytes) below src; returns src."""
     for rel, data in files.items():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cache, callers, carry, cocci, verdicts
 from rewriter.errors import InputError
-from rewriter.clex import function_spans, functions_reaching, keep_functions, render, tokens
+from rewriter.clex import _definitions_of, function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.recipe import Recipe
 from rewriter.runner import FileResult, Runner
@@ -124,7 +124,7 @@ def scan(tree: Tree, runner: Runner, recipe: Recipe, depth: int = callers.DEPTH)
 def _same_walk(tree: Tree, walked: tuple) -> bool:
     grepped, files = walked
     names = [name for name, _hits in grepped]
-    now = tree.grep_words(names) if names else {}
+    now = tree.grep_words(names, callers.C_SUFFIXES) if names else {}
     if any(tuple(map(tuple, now.get(name, []))) != hits for name, hits in grepped):
         return False
     return not files or tree.blob_ids([p for p, _id in files]) == dict(files)
@@ -166,7 +166,7 @@ def _carry(text: str, facts: FileFacts, ctx: verdicts.SiteContext, v: Verdict, r
     return dataclasses.replace(v, review=True, basis="review", question=v.question or question)
 
 
-def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int,
+def _write_locked(walker: callers.Walker, runner: Runner, sites: list[Site],
                   recipe: Recipe) -> tuple[list[Site], tuple]:
     """The first half of the rule: a may-write call whose every caller chain
     holds the mmap_lock for write needs no pmd_same() recheck (the table
@@ -175,7 +175,6 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int,
     asked = [s for s in sites if s.verdict.verdict == "rw" and s.verdict.recheck == "pmd_same"]
     if not asked:
         return sites, ((), ())
-    walker = callers.Walker(tree, runner, recipe.api, depth)
     if runner.progress:
         runner.progress("callers", 0, 1, "walks")
     found = walker.write_locked([(s.file, s.function, (s.line, s.column)) for s in asked])
@@ -215,6 +214,22 @@ def _write_locked(tree: Tree, runner: Runner, sites: list[Site], depth: int,
 
 def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[str],
           sources: dict[str, bytes], depth: int = callers.DEPTH) -> tuple[Scan, tuple]:
+    walker = callers.Walker(tree, runner, recipe.api, depth)
+    try:
+        return _scan_with(walker, tree, runner, recipe, hits, sources, depth)
+    finally:
+        walker.close()
+
+
+def _calling_functions(text: str, function: str) -> set[str]:
+    """The functions defined in text whose bodies name function."""
+    toks = tokens(text)
+    return {fn for fn, open_brace, close in _definitions_of(text)
+            if fn and any(t.kind == "ident" and t.text == function for t in toks[open_brace:close])}
+
+
+def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, recipe: Recipe, hits: list,
+               sources: dict[str, bytes], depth: int) -> tuple[Scan, tuple]:
     function, api = recipe.function, recipe.api
     texts = {f: data.decode("utf-8", errors="replace") for f, data in sources.items()}
     facts_rule = cocci.render("facts.cocci.j2", name=function, marker=FACT)
@@ -223,6 +238,12 @@ def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[st
     # and columns stay where they are).
     narrowed = {f: keep_functions(text, functions_reaching(text, function)).encode("utf-8", "surrogateescape")
                 for f, text in ((f, data.decode("utf-8", "surrogateescape")) for f, data in sources.items())}
+    if depth > 0:
+        # The walk starts from functions with a call: the grep for their
+        # callers and the reading of those files go on beside the spatch
+        # runs of the scan (rewriter.callers, Walker.read_ahead).
+        walker.read_ahead((fn, f) for f, data in sources.items()
+                          for fn in _calling_functions(data.decode("utf-8", "surrogateescape"), function))
     results = runner.run(facts_rule, narrowed, FACT, step="facts")
     errors: list[FileError] = []
     all_facts: dict[str, FileFacts] = {}
@@ -292,7 +313,7 @@ def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[st
             sites_out.append(Site(path, ctx.site.pos[0], ctx.site.pos[1], ctx.site.function,
                                   _call_text(function, ctx.site.args), idx, v, ctx))
 
-    sites_out, walked = _write_locked(tree, runner, sites_out, depth, recipe)
+    sites_out, walked = _write_locked(walker, runner, sites_out, recipe)
 
     mentions, missed = _mentions(hits, function, texts, sites_out)
     mentions = [m for m in mentions if m.line not in in_macros.get(m.file, {})]

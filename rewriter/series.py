@@ -42,7 +42,7 @@ from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
 from rewriter.recipe import Names, Recipe
 from rewriter.plan import Entry, Plan
-from rewriter.runner import Runner
+from rewriter.runner import Background, Runner
 from rewriter.scan import Scan, Site
 from rewriter.tree import Tree
 
@@ -439,10 +439,24 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
           ready: Prepared, progress=None) -> Result:
     """Build the series and write it out; see the module's docstring."""
     say = progress or (lambda _msg: None)
-    git, base, opts, author = ready.git, ready.base, ready.opts, ready.author
+    git, base, author = ready.git, ready.base, ready.author
     if base != tree.rev:
         raise InputError("internal error: the series was prepared for another revision")
 
+    # Who gets the API's files and who last changed its definition need
+    # only the base and the scan: get_maintainer.pl and git log -L run
+    # beside the conversion's spatch runs.
+    api_lookup = Background(lambda: (maintainers.for_files(git, base, api_files(scan)),
+                                     api_authors(git, base, scan, author)), name="rewriter-api-recipients")
+    try:
+        return _write(tree, runner, scan, plan, names, plan_text, ready, say, api_lookup)
+    finally:
+        api_lookup.join()
+
+
+def _write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
+           ready: Prepared, say, api_lookup: Background) -> Result:
+    git, base, opts, author = ready.git, ready.base, ready.opts, ready.author
     say("converting the calls")
     patches = plan_patches(tree, runner, scan, plan, names)
     write_messages(git, tree, scan, names, patches)
@@ -478,8 +492,7 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
             raise InputError(f"git format-patch wrote {len(files)} files for {len(patches)} commits")
         say("finding the recipients")
         recipients = maintainers.for_patches(git, base, files[1:])
-        api = maintainers.for_files(git, base, api_files(scan))
-        authors = api_authors(git, base, scan, author)
+        api, authors = api_lookup.result()
         record = versions.Record.draft(opts.version, ready.branch, base, tip, names, opts.subject_prefix,
                                        plan_text, patches)
         changes = versions.changes(git, ready.previous, record) if ready.previous else None

@@ -22,15 +22,18 @@ from rewriter.git import Repo, open_repository
 
 Hit = tuple[str, int, str]  # (file, line, text)
 
-# What git grep found, by (git tree id, word): a tree id names its whole
+# What git grep found, by (git tree id, word, file name suffixes): a tree id names its whole
 # content, so an answer never goes stale.  Shared by every Tree of the
 # process (the series reads the tree from two threads).
-_grep_memo: dict[tuple[str, str], list[Hit]] = {}
+_grep_memo: dict[tuple[str, str, tuple[str, ...]], list[Hit]] = {}
 _grep_lock = threading.Lock()
 _blob_memo: dict[tuple[str, str, str], bytes] = {}
 _id_memo: dict[tuple[str, str, str], str] = {}
 _work_tree_memo: dict[tuple[str, str], bool] = {}  # (git dir, rev): the checkout is the revision
 _tree_id_memo: dict[tuple[str, str], str] = {}  # (git dir, rev): the commit's tree
+_WORD_RUN = re.compile(r"[A-Za-z0-9_]+")
+# Up to this many words, one git grep -F -e per word; more, one -P pattern.
+FIXED_WORDS = 8
 GREP_CONFIG = ("-c", "core.packedGitWindowSize=16m", "-c", "core.packedGitLimit=64m",
                "-c", "core.deltaBaseCacheLimit=16m")
 
@@ -123,80 +126,114 @@ class Tree:
         """(file, line, text) of every line at this commit with word in it."""
         return self.grep_words((word,))[word]
 
-    def grep_words(self, words) -> dict[str, list[Hit]]:
+    def grep_words(self, words, suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
         """grep_lines() for several words, with one git grep for all of
         them.  git grep decompresses every blob of the revision, which costs
         seconds on a kernel tree, so answers are remembered for the process
-        and in the cache directory (keyed by the git tree id and the word)."""
+        and in the cache directory (keyed by the git tree id and the word).
+        suffixes: only the files whose names end so (the caller walk reads
+        only C), which git grep is told too: it then reads fewer files."""
         tree_id = self.tree_id()
+        suffixes = tuple(suffixes)
         out: dict[str, list[Hit]] = {}
         with _grep_lock:
             missing = []
             for word in dict.fromkeys(words):
-                hits = _grep_memo.get((tree_id, word))
+                hits = _grep_memo.get((tree_id, word, suffixes))
                 if hits is None:
-                    hits = _load_hits(tree_id, word)
+                    hits = _load_hits(tree_id, word, suffixes)
                 if hits is None:
                     missing.append(word)
                 else:
-                    _grep_memo[(tree_id, word)] = out[word] = hits
+                    _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
             if missing:
-                for word, hits in self._grep(missing).items():
-                    _store_hits(tree_id, word, hits)
-                    _grep_memo[(tree_id, word)] = out[word] = hits
+                for word, hits in self._grep(missing, suffixes).items():
+                    _store_hits(tree_id, word, suffixes, hits)
+                    _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
         return out
 
-    def _grep(self, words: list[str]) -> dict[str, list[Hit]]:
-        args = ["-n", "-w", "-F"]
-        for word in words:
-            args += ["-e", word]
+    def _grep(self, words: list[str], suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
+        try:
+            return self._grep_with(words, suffixes, len(words) > FIXED_WORDS)
+        except RewriterError:
+            if len(words) <= FIXED_WORDS:
+                raise
+            return self._grep_with(words, suffixes, False)  # a git without PCRE: one -e per word
+
+    def _grep_with(self, words: list[str], suffixes: tuple[str, ...], one_pattern: bool) -> dict[str, list[Hit]]:
+        if one_pattern:
+            # git grep tries each -e on each line in turn: a hundred words
+            # cost ten times one.  One Perl pattern costs the same for any
+            # number; it is slower than a few -F words.  Word boundaries as
+            # -w has them (the gateway runs git with LC_ALL=C: bytes, no UTF-8).
+            args = ["-n", "-P", "-e", "(?<![A-Za-z0-9_])(?:" + "|".join(re.escape(w) for w in words)
+                    + ")(?![A-Za-z0-9_])"]
+        else:
+            args = ["-n", "-w", "-F"]
+            for word in words:
+                args += ["-e", word]
         # The checked-out files are the revision's blobs when nothing says
         # otherwise (work_tree_is_rev): grepping them skips inflating every
         # blob of the pack, several times faster on a kernel tree.
         on_disk = self.work_tree_is_rev()
+        # "*.c" matches at any depth: the gateway runs git without the
+        # user's GIT_*PATHSPECS variables, which would make it literal.
+        pathspecs = [f"*{s}" for s in suffixes]
         # git maps as much of the pack as it may (256 MiB and more on a
         # 64-bit machine); smaller windows cost no time here and keep
         # the peak memory of a whole-tree grep at a fraction of that.
-        out = self.repo.grep(*args, *(() if on_disk else (self.rev,)), "--", config=GREP_CONFIG)
+        out = self.repo.grep(*args, *(() if on_disk else (self.rev,)), "--", *pathspecs, config=GREP_CONFIG)
         if on_disk:
             out = "\n".join(f"{self.rev}:{line}" for line in out.splitlines())
         found: dict[str, list[Hit]] = {word: [] for word in words}
         # A line matched at least one word; which, is asked as git -w does:
-        # not preceded or followed by a letter, digit or underscore.
-        patterns = {word: re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])") for word in words}
+        # not preceded or followed by a letter, digit or underscore.  A word
+        # of those characters only is then one of the line's runs of them
+        # (one look-up per line, however many words).
+        names = {word for word in words if _WORD_RUN.fullmatch(word)}
+        patterns = {word: re.compile(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])")
+                    for word in words if word not in names}
         prefix = self.rev + ":"
         for line in out.splitlines():
             if not line.startswith(prefix):
                 continue
             path, lineno, text = line[len(prefix):].split(":", 2)
+            if suffixes and not path.endswith(suffixes):
+                continue
+            hit = (path, int(lineno), text)
+            for word in names.intersection(_WORD_RUN.findall(text)):
+                found[word].append(hit)
             for word, pattern in patterns.items():
                 if pattern.search(text):
-                    found[word].append((path, int(lineno), text))
+                    found[word].append(hit)
         return found
 
 
-def _hits_file(tree_id: str, word: str) -> Path | None:
-    return cache.entry("grep", b"git grep -w -F", tree_id.encode(), word.encode())
+def _hits_file(tree_id: str, word: str, suffixes: tuple[str, ...] = ()) -> Path | None:
+    # Whole-tree answers keep the key they always had.
+    scope = (b"\0".join(s.encode() for s in suffixes),) if suffixes else ()
+    return cache.entry("grep", b"git grep -w -F", tree_id.encode(), word.encode(), *scope)
 
 
-def _load_hits(tree_id: str, word: str) -> list[Hit] | None:
-    path = _hits_file(tree_id, word)
+def _load_hits(tree_id: str, word: str, suffixes: tuple[str, ...] = ()) -> list[Hit] | None:
+    path = _hits_file(tree_id, word, suffixes)
     if path is None:
         return None
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
-        if entry["tree"] != tree_id or entry["word"] != word:
+        if entry["tree"] != tree_id or entry["word"] != word or entry.get("suffixes", []) != list(suffixes):
             return None
         return [(str(f), int(n), str(t)) for f, n, t in entry["hits"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or damaged: grep again
 
 
-def _store_hits(tree_id: str, word: str, hits: list[Hit]) -> None:
-    path = _hits_file(tree_id, word)
+def _store_hits(tree_id: str, word: str, suffixes: tuple[str, ...], hits: list[Hit]) -> None:
+    path = _hits_file(tree_id, word, suffixes)
     if path is None:
         return
-    cache.store(path, json.dumps({"tree": tree_id, "word": word, "hits": hits}).encode())
+    entry = {"tree": tree_id, "word": word, "hits": hits, **({"suffixes": list(suffixes)} if suffixes else {})}
+    cache.store(path, json.dumps(entry).encode())
 
 
 def open_tree(path: str | os.PathLike[str], rev: str = "HEAD") -> Tree:

@@ -120,10 +120,8 @@ def load(name: str) -> Recording:
 class RecordedWalker:
     """callers.Walker with the recorded answers: no git grep, no spatch."""
 
-    answers: dict = {}
-
-    def __init__(self, tree, runner, api, depth=callers.DEPTH):
-        self.depth = depth
+    def __init__(self, answers: dict):
+        self.answers = answers
 
     def write_locked(self, items):
         return {item: self.answers[item] for item in items if item in self.answers}
@@ -159,21 +157,16 @@ def classify_file(rec: Recording, f: RecordedFile, paths: verdicts.Paths | None 
     return out
 
 
-def with_walks(sites: list[scan.Site], walks: dict, depth: int = callers.DEPTH) -> list[scan.Site]:
+def with_walks(sites: list[scan.Site], walks: dict) -> list[scan.Site]:
     """rewriter.scan._write_locked() on sites, with walks as the caller walk's answers."""
-    saved_walker, saved_answers = callers.Walker, RecordedWalker.answers
-    callers.Walker, RecordedWalker.answers = RecordedWalker, walks
-    try:
-        out, _walked = scan._write_locked(None, Runner(jobs=1), sites, depth, RECIPE)
-    finally:
-        callers.Walker, RecordedWalker.answers = saved_walker, saved_answers
+    out, _walked = scan._write_locked(RecordedWalker(walks), Runner(jobs=1), sites, RECIPE)
     return out
 
 
 def replay(rec: Recording) -> scan.Scan:
     """The scan of the recorded tree, from the recording alone."""
     sites = [s for path in sorted(rec.files) for s in classify_file(rec, rec.files[path])]
-    sites = with_walks(sites, rec.walks, rec.depth)
+    sites = with_walks(sites, rec.walks)
     sites.sort(key=lambda s: (s.file, s.line, s.column))
     return scan.Scan("(recorded)", rec.rev, rec.function, tuple(sites), (), (), recipe=RECIPE)
 

@@ -232,12 +232,7 @@ def test_only_pmd_same_calls_are_walked():
 
     rec = recorded.load("fixture")
     sites = [s for path in sorted(rec.files) for s in recorded.classify_file(rec, rec.files[path])]
-    saved = callers.Walker
-    callers.Walker = Asking
-    try:
-        scan._write_locked(None, recorded.Runner(jobs=1), sites, callers.DEPTH, recorded.RECIPE)
-    finally:
-        callers.Walker = saved
+    scan._write_locked(Asking({}), recorded.Runner(jobs=1), sites, recorded.RECIPE)
     by_item = {(s.file, s.function, (s.line, s.column)): s for s in sites}
     assert len(asked) == len(set(asked)) and set(asked) <= by_item.keys()
     assert {by_item[i].key for i in asked} == {s.key for s in sites if s.verdict.recheck == "pmd_same"}
