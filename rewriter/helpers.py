@@ -80,8 +80,8 @@ def check_names_free(tree: Tree, names: Names) -> None:
 class _Old:
     """Where the old function is, as the find step of introduce.cocci saw it."""
 
-    prototype_line: int  # in HEADER
-    definition_line: int  # in SOURCE
+    prototype_line: int  # in the header
+    definition_line: int  # in the source
     params: dict[str, str]  # template name -> parameter name in the tree
     body: str  # the lines between the braces of the definition
 
@@ -95,9 +95,9 @@ def introduce(tree: Tree, runner: Runner, names: Names, recipe: Recipe) -> dict[
     """
     runner.check_spatch()
     check_names_free(tree, names)
-    old, (HEADER, SOURCE, DOC) = recipe.function, recipe.files
+    old, (header_path, source_path, doc_path) = recipe.function, recipe.files
     files = {path: _read(tree, path) for path in recipe.c_files}
-    doc = _read_if_there(tree, DOC)
+    doc = _read_if_there(tree, doc_path)
     found = _find_old(runner, files, recipe)
     facts = code_facts(tree, recipe)
     values = dict(found.params, **{recipe.inserted["name"]: recipe.inserted["name"]}, **facts)
@@ -111,35 +111,35 @@ def introduce(tree: Tree, runner: Runner, names: Names, recipe: Recipe) -> dict[
     typedefs = set(recipe.typedefs) | set(_TYPEDEF_NAME.findall(found.body))
     rule = cocci.render("introduce.cocci.j2", step="apply", old=old, returns=_signature(recipe)["returns"],
                         readonly=names.readonly, maywrite=names.maywrite,
-                        prototypes=repr({(HEADER, found.prototype_line)}),
-                        definitions=repr({(SOURCE, found.definition_line)}),
+                        prototypes=repr({(header_path, found.prototype_line)}),
+                        definitions=repr({(source_path, found.definition_line)}),
                         typedefs=sorted(typedefs), **c_text)
     out = _transform(runner, rule, files, "introduce", recipe.c_files)
     block = "{\n" + found.body + "\n}\n"
-    if _text(out[SOURCE]).count(block) != _text(files[SOURCE]).count(block) + 1:
-        raise RewriterError(f"{SOURCE}: spatch changed the layout of the body of {old}() when it copied it "
+    if _text(out[source_path]).count(block) != _text(files[source_path]).count(block) + 1:
+        raise RewriterError(f"{source_path}: spatch changed the layout of the body of {old}() when it copied it "
                             f"into {names.readonly}(); the definition needs to be added by hand")
     for path in recipe.c_files:
         _check_added_lines(path, files[path], out[path])
 
-    if _paragraphs(SOURCE, _lines(_text(files[SOURCE])), old):
+    if _paragraphs(source_path, _lines(_text(files[source_path])), old):
         comment = _render(recipe, "helpers/comment.txt.j2", readonly=names.readonly, maywrite=names.maywrite,
                           **values)
-        out[SOURCE] = _add_paragraphs(SOURCE, out[SOURCE], old, comment.split("\n\n"))
+        out[source_path] = _add_paragraphs(source_path, out[source_path], old, comment.split("\n\n"))
     else:
         # Nothing to put the new text after: each function gets its own.
         for function, name in (("readonly", names.readonly), ("maywrite", names.maywrite)):
             text = _render(recipe, "helpers/kerneldoc.txt.j2", function=function, readonly=names.readonly,
                            maywrite=names.maywrite, **values)
-            out[SOURCE] = _add_kerneldoc(SOURCE, out[SOURCE], name, text)
-    if doc is not None and _doc_entries(DOC, _lines(_text(doc)), old):
+            out[source_path] = _add_kerneldoc(source_path, out[source_path], name, text)
+    if doc is not None and _doc_entries(doc_path, _lines(_text(doc)), old):
         entries = _render(recipe, "helpers/doc.rst.j2", readonly=names.readonly, maywrite=names.maywrite, **values)
-        out[DOC] = _add_doc_entries(DOC, doc, old, entries)
+        out[doc_path] = _add_doc_entries(doc_path, doc, old, entries)
     return out
 
 
 def _find_old(runner: Runner, files: dict[str, bytes], recipe: Recipe) -> _Old:
-    old, (HEADER, SOURCE) = recipe.function, recipe.c_files
+    old, (header_path, source_path) = recipe.function, recipe.c_files
     rule = cocci.render("introduce.cocci.j2", step="find", old=old, marker=FIND, **_signature(recipe))
     results = runner.run(rule, {path: files[path] for path in recipe.c_files}, FIND, step="find")
     records: dict[str, list[dict]] = {}
@@ -148,27 +148,27 @@ def _find_old(runner: Runner, files: dict[str, bytes], recipe: Recipe) -> _Old:
             raise RewriterError(f"{res.path}: {res.error}")
         records[res.path] = list(res.records)
 
-    prototypes = sorted({r["line"] for r in records[HEADER] if r["kind"] == "prototype"})
+    prototypes = sorted({r["line"] for r in records[header_path] if r["kind"] == "prototype"})
     if not prototypes:
-        raise InputError(f"{HEADER}: no prototype of {old}(); the new prototypes go right after it")
+        raise InputError(f"{header_path}: no prototype of {old}(); the new prototypes go right after it")
     if len(prototypes) > 1:
-        raise InputError(f"{HEADER}: {len(prototypes)} prototypes of {old}() (lines "
+        raise InputError(f"{header_path}: {len(prototypes)} prototypes of {old}() (lines "
                          f"{', '.join(map(str, prototypes))}); expected one")
 
     # "other" is any definition of the name, whatever its parameters.
-    others = sorted({r["line"] for r in records[SOURCE] if r["kind"] == "other"})
+    others = sorted({r["line"] for r in records[source_path] if r["kind"] == "other"})
     if not others:
-        raise InputError(f"{SOURCE}: no definition of {old}(); the new definitions go right after it")
+        raise InputError(f"{source_path}: no definition of {old}(); the new definitions go right after it")
     if len(others) > 1:
-        raise InputError(f"{SOURCE}: {len(others)} definitions of {old}() (lines "
+        raise InputError(f"{source_path}: {len(others)} definitions of {old}() (lines "
                          f"{', '.join(map(str, others))}); expected one")
-    definitions = [r for r in records[SOURCE] if r["kind"] == "definition"]
+    definitions = [r for r in records[source_path] if r["kind"] == "definition"]
     if not definitions:
-        raise InputError(f"{SOURCE}:{others[0]}: {old}() does not take "
+        raise InputError(f"{source_path}:{others[0]}: {old}() does not take "
                          f"({', '.join(p.type for p in recipe.params)}), which the new functions are written for")
     rec = definitions[0]
     line = rec["line"]
-    body = _body(_text(files[SOURCE]), rec["open"], rec["close"], line, old, SOURCE)
+    body = _body(_text(files[source_path]), rec["open"], rec["close"], line, old, source_path)
     return _Old(prototypes[0], line, dict(zip((p.name for p in recipe.params), rec["params"])), body)
 
 
@@ -267,14 +267,14 @@ def remove(files: dict[str, bytes], runner: Runner, names: Names, recipe: Recipe
     Removes its prototype and its definition, and whatever else of it the
     files have (old_parts): its paragraph of the block comment, its
     kernel-doc comment, its documentation entry.  Every other byte stays.
-    DOC may be left out of files when the tree has no entry for it.
+    The documentation may be left out of files when the tree has no entry for it.
     """
-    old, (HEADER, SOURCE, DOC), C_FILES = recipe.function, recipe.files, recipe.c_files
-    missing = [path for path in C_FILES if path not in files]
+    old, (header_path, source_path, doc_path), c_files = recipe.function, recipe.files, recipe.c_files
+    missing = [path for path in c_files if path not in files]
     if missing:
         raise InputError(f"cannot remove {old}() without {', '.join(missing)}")
     parts = old_parts(files, recipe)
-    for path in C_FILES + ((DOC,) if parts.doc else ()):
+    for path in c_files + ((doc_path,) if parts.doc else ()):
         for name in (names.readonly, names.maywrite):
             if not re.search(rf"\b{re.escape(name)}\b", _text(files[path])):
                 raise InputError(f"{path}: {name} is not there yet; introduce the new functions "
@@ -282,17 +282,18 @@ def remove(files: dict[str, bytes], runner: Runner, names: Names, recipe: Recipe
     runner.check_spatch()
     spans = _find_removals(runner, files, old, recipe.c_files)
     rule = cocci.render("remove.cocci.j2", step="apply", old=old,
-                        prototypes=repr({(HEADER, *spans[HEADER].at)}),
-                        definitions=repr({(SOURCE, *spans[SOURCE].at)}))
+                        prototypes=repr({(header_path, *spans[header_path].at)}),
+                        definitions=repr({(source_path, *spans[source_path].at)}))
     out = _transform(runner, rule, files, "remove", recipe.c_files)
     for path, span in spans.items():
         out[path] = _keep_layout_before(path, files[path], out[path], span, old)
     if parts.kerneldoc:
-        out[SOURCE] = _remove_kerneldoc(SOURCE, files[SOURCE], out[SOURCE], spans[SOURCE].start[0] - 1, old)
+        out[source_path] = _remove_kerneldoc(source_path, files[source_path], out[source_path],
+                                             spans[source_path].start[0] - 1, old)
     if parts.paragraph:
-        out[SOURCE] = _remove_paragraph(SOURCE, out[SOURCE], old)
+        out[source_path] = _remove_paragraph(source_path, out[source_path], old)
     if parts.doc:
-        out[DOC] = _remove_doc_entry(DOC, files[DOC], old)
+        out[doc_path] = _remove_doc_entry(doc_path, files[doc_path], old)
     word = re.compile(rf"\b{re.escape(old)}\b")
     for path in recipe.files:
         if path not in files:
@@ -309,7 +310,7 @@ class OldParts:
     """What documents the old function in the files, besides its prototype
     and definition: what remove() takes out with them."""
 
-    paragraph: bool  # a paragraph about it in a block comment in SOURCE
+    paragraph: bool  # a paragraph about it in a block comment in the source
     comment_above: str  # the function defined right after that comment ("" if none)
     kerneldoc: bool  # a kernel-doc comment right above its definition
     doc: str  # the documentation file with an entry for it, or ""
@@ -318,16 +319,16 @@ class OldParts:
 def old_parts(files: dict[str, bytes], recipe: Recipe) -> OldParts:
     """What of the old function files (path -> contents) hold, besides its
     prototype and definition."""
-    old, SOURCE, DOC = recipe.function, recipe.define, recipe.document
-    lines = _lines(_text(files[SOURCE]))
-    paragraphs = _paragraphs(SOURCE, lines, old)
+    old, source_path, doc_path = recipe.function, recipe.define, recipe.document
+    lines = _lines(_text(files[source_path]))
+    paragraphs = _paragraphs(source_path, lines, old)
     above = ""
     if paragraphs and paragraphs[0].closing + 1 < len(lines):
         name = re.match(r"^(?:[A-Za-z_][^;{}#\n=(]*[\s*])?([A-Za-z_]\w*)\s*\(", lines[paragraphs[0].closing + 1])
         above = name.group(1) if name else ""
-    definitions = _definitions(_text(files[SOURCE]), old)
+    definitions = _definitions(_text(files[source_path]), old)
     kerneldoc = len(definitions) == 1 and _old_kerneldoc(lines, definitions[0][0], old) is not None
-    doc = DOC if DOC in files and _doc_entries(DOC, _lines(_text(files[DOC])), old) else ""
+    doc = doc_path if doc_path in files and _doc_entries(doc_path, _lines(_text(files[doc_path])), old) else ""
     return OldParts(bool(paragraphs), above, kerneldoc, doc)
 
 
@@ -343,22 +344,22 @@ class _Span:
 
 def _find_removals(runner: Runner, files: dict[str, bytes], old: str, c_files: tuple[str, str]) -> dict[str, _Span]:
     rule = cocci.render("remove.cocci.j2", step="find", old=old, marker=FIND)
-    HEADER, SOURCE = C_FILES = c_files
-    results = runner.run(rule, {path: files[path] for path in C_FILES}, FIND, step="find")
-    found: dict[str, set[_Span]] = {path: set() for path in C_FILES}
+    header_path, source_path = c_files
+    results = runner.run(rule, {path: files[path] for path in c_files}, FIND, step="find")
+    found: dict[str, set[_Span]] = {path: set() for path in c_files}
     for res in results:
         if res.error:
             raise RewriterError(f"{res.path}: {res.error}")
         for r in res.records:
             found[res.path].add(_Span(r["kind"], (r["line"], r["col"]), tuple(r["start"]), tuple(r["end"])))
     spans = {}
-    for path, kind in ((HEADER, "prototype"), (SOURCE, "definition")):
+    for path, kind in ((header_path, "prototype"), (source_path, "definition")):
         mine = sorted((s for s in found[path] if s.kind == kind), key=lambda s: s.start)
         if len(mine) != 1:
             lines = f" (lines {', '.join(str(s.start[0]) for s in mine)})" if mine else ""
             raise InputError(f"{path}: {len(mine)} {kind}s of {old}(){lines}; expected one to remove")
         spans[path] = mine[0]
-    for path in C_FILES:
+    for path in c_files:
         for s in found[path]:
             if s != spans[path]:
                 raise InputError(f"{path}:{s.start[0]}: a {s.kind} of {old}() where none was expected; "
@@ -456,11 +457,11 @@ def _bytes(text: str) -> bytes:
 
 
 def _transform(runner: Runner, rule: str, files: dict[str, bytes], what: str,
-               C_FILES: tuple[str, str]) -> dict[str, bytes]:
+               c_files: tuple[str, str]) -> dict[str, bytes]:
     """Run rule on the C files; each of them must change."""
-    results = runner.transform(rule, {path: files[path] for path in C_FILES}, step=what)
+    results = runner.transform(rule, {path: files[path] for path in c_files}, step=what)
     out = {}
-    for path in C_FILES:
+    for path in c_files:
         value = results[path]
         if isinstance(value, FileResult):
             raise RewriterError(f"{path}: {value.error}")
