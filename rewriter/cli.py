@@ -639,6 +639,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         _check_output_file(args.mbox, "--mbox")
     if args.boot_every is not None and args.boot_every < 2:
         raise InputError(f"--boot-every {args.boot_every}: give a number from 2 (1 would fail every retry too)")
+    recipe = recipe_mod.find(args.recipe)
+    if args.boot and not recipe.boot:
+        raise InputError(f"--boot: the recipe {recipe.name} has no boot check (the guest's workload and hooks "
+                         f"are written for page tables); run check without --boot")
     if args.boot:
         from rewriter import boot as kboot
 
@@ -649,7 +653,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     # Progress on a terminal only, as for series: elsewhere standard error
     # holds the one line of a refusal, if any.
-    function = recipe_mod.find(args.recipe).function
+    function = recipe.function
     report = check.check(args.tree, args.series, args.branch, args.base, build=args.build, mail=args.mail,
                          progress=say if sys.stderr.isatty() else None,
                          build_options={"jobs": args.jobs, "function": function},

@@ -93,6 +93,7 @@ class Recipe:
     why: dict[str, str]  # the cover letter's word or two for each basis of a verdict
     write_lock: str  # how the analysis' texts name the lock the caller walk looks for ("the mmap_lock")
     reasons: dict[str, str]  # a plan's default reason for each kind of verdict
+    boot: bool  # check --boot knows how to exercise this API (its workload is written for page tables)
     facts: dict[str, tuple[dict[str, str], ...]]  # name -> what the code must do for it to hold
     api: Knowledge = field(repr=False)
 
@@ -243,7 +244,7 @@ def _parse(folder: Path) -> Recipe:
             inserted=dict(inserted), declare=files["declare"], define=files["define"],
             document=files["document"], typedefs=tuple(files["typedefs"]), release=dict(data["release"]),
             branch=data["series"]["branch"], why=dict(data["series"]["why"]), write_lock=data["recipe"]["write_lock"],
-            reasons=dict(data["reasons"]), api=knowledge,
+            reasons=dict(data["reasons"]), api=knowledge, boot=bool(data.get("check", {}).get("boot", False)),
             facts={name: tuple(dict(n) for n in needs) for name, needs in data.get("facts", {}).items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: missing or wrong entry {exc}; see "

@@ -137,6 +137,11 @@ def test_unknown_and_broken_recipes_are_refused_in_one_line(widget_repo, tmp_pat
                    "no recipe.toml")
 
 
+def test_boot_check_is_refused_for_a_recipe_without_one(widget_repo, tmp_path):
+    res = run(["check", "--tree", widget_repo, "--recipe", "widget_map_nolock", "--boot"], tmp_path, env=ENV)
+    assert_refused(res, 3, "--boot", "widget_map_nolock", "without --boot")
+
+
 @pytest.mark.unit
 def test_names_and_branch_follow_the_pattern():
     pte = recipe.find(None)
@@ -148,3 +153,4 @@ def test_names_and_branch_follow_the_pattern():
     assert widget.branch_name(widget.names("shared,excl"), 1) == "widget/split-shared-excl-v1"
     assert widget.api.writers == {"widget_set": 0, "widget_clear": 0}
     assert widget.digest != pte.digest
+    assert pte.boot and not widget.boot
