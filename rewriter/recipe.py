@@ -144,12 +144,6 @@ class Recipe:
         words = [self.word(n).replace("_", "-") for n in (names.readonly, names.maywrite)]
         return self.branch.format(*words, version=version)
 
-    def param(self, role: str) -> Param:
-        return next(p for p in self.params if p.role == role)
-
-    def index(self, role: str) -> int:
-        return next(i for i, p in enumerate(self.params) if p.role == role)
-
     @property
     def digest(self) -> str:
         """Every file of the recipe folder: a stored result made with another
