@@ -17,14 +17,13 @@ one-function file per call, many to a run.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 
 
 from rewriter import cocci
 from rewriter.recipe import Knowledge
 from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
-from rewriter.runner import Runner
+from rewriter.runner import Background, Runner
 from rewriter.tree import FIXED_WORDS, Tree
 
 MARKER = "@@REWRITER-WRITELOCKED@@"
@@ -91,8 +90,7 @@ class Walker:
         self.files_read: set[str] = set()
         self.grepped: dict[str, list] = {}  # name -> the grep hits its callers were found from
         self.spatch_runs = 0
-        self._ahead: threading.Thread | None = None
-        self._reader: Tree | None = None
+        self._ahead: Background | None = None
         self._read_for: set[tuple[str, str]] = set()  # (function, file) pairs read ahead for
         # The names whose callers are still wanted, once the walk knows
         # (None: all): the reading ahead skips the files of the others.
@@ -117,34 +115,22 @@ class Walker:
         self.wait_ahead()
         self._read_for.update(todo)
         self._wanted = None
-        self._ahead = threading.Thread(target=self._read_ahead, args=(todo,), name="rewriter-callers")
-        self._ahead.start()
+        self._ahead = Background(lambda: self._read_ahead(todo), name="rewriter-callers")
 
     def wait_ahead(self) -> None:
         """Join the reading ahead (even through an interrupt, which is
         raised once it has stopped: it may be writing a cache entry)."""
-        interrupted: KeyboardInterrupt | None = None
-        while self._ahead is not None:
-            try:
-                self._ahead.join()
-                self._ahead = None
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-        if interrupted is not None:
-            raise interrupted
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.join()
 
     def close(self) -> None:
-        """Stop reading ahead and let go of its repository."""
-        try:
-            self.wait_ahead()
-        finally:
-            self._reader = None
+        """Stop reading ahead."""
+        self.wait_ahead()
 
     def _read_ahead(self, todo: list[tuple[str, str]]) -> None:
         try:
-            if self._reader is None:
-                self._reader = self.tree  # the gateway's blob reader takes one thread at a time
-            tree = self._reader
+            tree = self.tree  # the gateway's blob reader takes one thread at a time
 
             def lexed(path: str) -> str:
                 text = tree.read(path).decode("utf-8", errors="surrogateescape")

@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import threading
 from dataclasses import dataclass
 
 from rewriter import cocci
 from rewriter.errors import InputError, RewriterError
 from rewriter.recipe import Names, Recipe
-from rewriter.runner import FileResult, Runner
+from rewriter.runner import Background, FileResult, Runner
 from rewriter.tree import Tree
 
 FIND = "@@REWRITER-HELPERS@@"
@@ -217,48 +216,16 @@ def _added_lines(path: str, before: str, after: str) -> list[tuple[int, str]]:
 # remove
 # --------------------------------------------------------------------------
 
-class Beside:
+def beside(tree: Tree, runner: Runner, names: Names, recipe: Recipe) -> Background:
     """introduce() and then remove() in a thread of their own, while the
     calls are converted: they need nothing of that.  result() gives
-    (introduced, removed) or raises what they raised; wait() only joins,
+    (introduced, removed) or raises what they raised; join() only waits,
     for a caller that fails first."""
+    def work() -> tuple[dict[str, bytes], dict[str, bytes]]:
+        introduced = introduce(tree, runner, names, recipe)
+        return introduced, remove(introduced, runner, names, recipe)
 
-    def __init__(self, tree: Tree, runner: Runner, names: Names, recipe: Recipe):
-        self._tree = tree
-        self._done: list[dict[str, bytes]] = []
-        self._failure: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                introduced = introduce(self._tree, runner, names, recipe)
-                self._done[:] = [introduced, remove(introduced, runner, names, recipe)]
-            except BaseException as exc:  # raised again in the caller's thread
-                self._failure.append(exc)
-
-        self._worker = threading.Thread(target=work, name="rewriter-helpers", daemon=True)
-        self._worker.start()
-
-    def wait(self) -> None:
-        """Join the thread even when an interrupt comes meanwhile, and raise
-        the interrupt once it has stopped: a daemon thread is stopped dead
-        when the command exits, and would leave its scratch directory in
-        TMPDIR."""
-        interrupted: KeyboardInterrupt | None = None
-        while True:
-            try:
-                self._worker.join()
-                break
-            except KeyboardInterrupt as exc:
-                interrupted = exc
-        if interrupted is not None:
-            raise interrupted
-
-    def result(self) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        self.wait()
-        if self._failure:
-            raise self._failure[0]
-        introduced, removed = self._done
-        return introduced, removed
+    return Background(work, name="rewriter-helpers")
 
 
 def remove(files: dict[str, bytes], runner: Runner, names: Names, recipe: Recipe) -> dict[str, bytes]:

@@ -203,11 +203,11 @@ def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
     check_editable(tree, edited_files(scan, only))
     if only is not None:
         return {path: (tree.read(path), new) for path, new in convert(tree, runner, scan, plan, names, only).items()}
-    beside = helpers.Beside(tree, runner, names, scan.recipe)
+    beside = helpers.beside(tree, runner, names, scan.recipe)
     try:
         converted = convert(tree, runner, scan, plan, names)
     finally:
-        beside.wait()
+        beside.join()
     changes = {path: (tree.read(path), new) for path, new in converted.items()}
     introduced, removed = beside.result()
     clash = sorted(set(introduced) & set(converted))
@@ -398,7 +398,7 @@ def plan_file(path: str, source: str, sites: list[Site], plan: Plan,
             call["pmdval"] = name
             if call["form"] in ("assign", "declared"):
                 indent = _indent_width(lines[site.line - 1])
-                sentence = _sentence(entry.reason)
+                sentence = prose.sentence(entry.reason)
                 call["comment"] = recipe.render("c/dummy_comment.c.j2", sentence=sentence,
                                               width=max(40, 80 - indent - 3)).rstrip("\n")
                 line = lines[site.line - 1]
@@ -524,15 +524,6 @@ def _local_name(site: Site, new: dict) -> str:
 
 def _indent_width(line: str) -> int:
     return len(line.expandtabs(8)) - len(line.expandtabs(8).lstrip())
-
-
-def _sentence(reason: str) -> str:
-    reason = reason.strip()
-    if not reason:
-        return reason
-    if not prose.is_c_name(reason.split()[0]):
-        reason = reason[0].upper() + reason[1:]
-    return reason if reason.endswith(".") else reason + "."
 
 
 def _declare(site: Site, shape: Shape, lines: list[str], name: str, decls: list[dict],

@@ -201,7 +201,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             p.files = files
         return [Patch("introduce", introduced), *convert] + ([] if scan.kept else [Patch("remove", removed)])
 
-    beside = helpers.Beside(tree, runner, names, scan.recipe)
+    beside = helpers.beside(tree, runner, names, scan.recipe)
     try:
         # Each file is converted whole once; its commits take the edits of
         # their functions from that, first k functions for the k-th.
@@ -229,7 +229,7 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
             for f in files_now:
                 again[f][k].files = {f: contents[f]}
     finally:
-        beside.wait()
+        beside.join()
     introduced, removed = beside.result()
     if entry is not None:
         cache.store(entry, pickle.dumps([introduced, *(p.files for p in convert), removed],
@@ -277,13 +277,14 @@ def api_files(scan: Scan) -> list[str]:
     return files or list(scan.recipe.c_files)
 
 
-def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list[Patch]) -> None:
+def write_messages(git: Git, tree: Tree, scan: Scan, names: Names, patches: list[Patch],
+                   facts: dict[str, bool]) -> None:
+    """facts: the recipe's facts as the tree has them (helpers.code_facts)."""
     base = tree.rev
     # The helpers' commits carry the prefix of the file that defines them.
     files = api_files(scan)
     helper_prefix = subject_prefix(git, base, files[-1:])
     counts = series_counts(patches)
-    facts = helpers.code_facts(tree, scan.recipe)
     common = {"facts": facts, "old": scan.function, "readonly": names.readonly, "maywrite": names.maywrite,
               "both": braced(names.readonly, names.maywrite), "counts": counts,
               "total": len(patches), "removes": any(p.kind == "remove" for p in patches),
@@ -459,7 +460,8 @@ def _write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, pla
     git, base, opts, author = ready.git, ready.base, ready.opts, ready.author
     say("converting the calls")
     patches = plan_patches(tree, runner, scan, plan, names)
-    write_messages(git, tree, scan, names, patches)
+    facts = helpers.code_facts(tree, scan.recipe)
+    write_messages(git, tree, scan, names, patches, facts)
 
     say("committing")
     date = series_date(git, base)
@@ -501,7 +503,7 @@ def _write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, pla
                             **cover_values(scan, names, patches, record, ready.previous, changes,
                                            testing=ready.testing, spatch=runner.check_spatch(),
                                            names_option=opts.names_option, plan=plan,
-                                           facts=helpers.code_facts(tree, scan.recipe)))
+                                           facts=facts))
         ids = mail.finish(files, cover, recipients, list(ready.to), list(ready.cc), changes,
                           [p.keys for p in patches], opts.version, author, api=api, cover_cc=authors)
         record.set_message_ids(ids)
