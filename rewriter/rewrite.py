@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rewriter import cocci, prose
-from rewriter.clex import expr_tokens, function_spans, keep_functions, render, tokens
+from rewriter.clex import _definitions_of, expr_tokens, function_spans, keep_functions, render, tokens
 from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
 from rewriter.recipe import Names, Recipe
 from rewriter.plan import Entry, Plan
-from rewriter.runner import FileResult, Runner
+from rewriter.runner import TRANSFORM, FileResult, Runner
 from rewriter.scan import Scan, Site
 from rewriter.tree import Tree
 
@@ -84,21 +85,12 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
 
     only: keys (file:function:index) of the calls to convert; None for all.
     """
-    by_file, sources, rules = _file_rules(tree, runner, scan, plan, names, only)
-    # Files in parallel, each file's rounds in order; progress is per file.
+    by_file, sources, edits = _file_rules(tree, runner, scan, plan, names, only)
+    # Files in parallel, each file's runs in order; progress is per file.
     rounds_runner = runner.quiet()
 
     def rounds(path: str, data: bytes) -> bytes:
-        # spatch makes one change per function in a run: a later rule does
-        # not match in a function an earlier rule changed.  So the edits go
-        # in rounds, from the bottom of the file up, one per function each,
-        # which also keeps the positions of the edits still to come valid.
-        for rule in rules[path]:
-            res = rounds_runner.transform(rule, {path: data})[path]
-            if isinstance(res, FileResult):
-                raise RewriteError(f"{path}: {res.error}")
-            data = res
-        return data
+        return _converted(rounds_runner, path, data, edits[path], sources[path])
 
     def one_file(path: str) -> bytes:
         original = sources[path]
@@ -114,7 +106,7 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
         verify(path, original, data, by_file[path], plan, names, scan.function)
         return data
 
-    return runner.map(one_file, sorted(rules), "rewrite")
+    return runner.map(one_file, sorted(edits), "rewrite")
 
 
 def splice(original: bytes, before: bytes, after: bytes, spans: list[tuple[int, int]]) -> bytes | None:
@@ -260,11 +252,12 @@ def check_editable(tree: Tree, paths: set[str]) -> None:
 def emit_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> dict[str, str]:
     """The semantic patch for each file, for --emit-cocci: FILE, or FILE.N
     for the N-th of several runs."""
-    _by_file, _sources, per_file = _file_rules(tree, runner, scan, plan, names, None)
+    _by_file, sources, per_file = _file_rules(tree, runner, scan, plan, names, None)
     rules = {}
-    for path, rounds in per_file.items():
-        for n, rule in enumerate(rounds, 1):
-            rules[f"{path}.{n}" if len(rounds) > 1 else path] = rule
+    for path, edits in per_file.items():
+        runs = _runs(edits, sources[path])
+        for n, run in enumerate(runs, 1):
+            rules[f"{path}.{n}" if len(runs) > 1 else path] = run.text
     return rules
 
 
@@ -281,35 +274,106 @@ def _file_rules(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names
     shapes = _shapes(runner, sources, placed, scan.function)
     for path, sites in by_file.items():
         shapes.setdefault(path, {s.function: Shape() for s in sites})
-    rules: dict[str, list[str]] = {}
+    per_file: dict[str, FileEdits] = {}
     for path, sites in by_file.items():
         source = sources[path].decode("utf-8", errors="surrogateescape")
         edits = plan_file(path, source, sites, plan, shapes[path], scan.recipe)
-        rules[path] = [_render(scan.function, names, r) for r in _rounds(edits)]
-    return by_file, sources, rules
+        per_file[path] = _Named(edits, scan.function, names)
+    return by_file, sources, per_file
 
 
-def _render(old: str, names: Names, e: FileEdits) -> str:
-    return cocci.render("convert.cocci.j2", old=old, readonly=names.readonly, maywrite=names.maywrite,
-                        inserts=e.inserts, decls=e.decls, first_stmt_decls=e.first_stmt_decls, calls=e.calls,
-                        removals=e.removals, lock_args=e.lock_args, params=e.params, call_edits=e.call_edits)
+@dataclass(frozen=True)
+class _Named:
+    """A file's edits, with the names the rules are rendered with."""
+
+    edits: FileEdits
+    old: str
+    names: Names
 
 
-def _rounds(edits: FileEdits) -> list[FileEdits]:
-    """Split the edits of a file into runs of spatch: bottom-up, at most one
-    edit per function in each run."""
-    kinds = ("inserts", "decls", "first_stmt_decls", "calls", "removals", "lock_args", "params", "call_edits")
-    tagged = [(kind, e) for kind in kinds for e in getattr(edits, kind)]
-    tagged.sort(key=lambda ke: tuple(ke[1]["pos"]), reverse=True)
-    rounds: list[dict[str, list]] = []
+@dataclass(frozen=True)
+class _Run:
+    """One spatch run of convert.cocci.j2, and the rules it must apply."""
+
+    text: str
+    rules: frozenset[str]
+
+
+# The fields of FileEdits, each with the name of its macro in convert.cocci.j2.
+_KINDS = (("inserts", "insert"), ("decls", "decl"), ("first_stmt_decls", "first_decl"), ("calls", "call"),
+          ("removals", "remove"), ("lock_args", "lock_arg"), ("params", "param"), ("call_edits", "call_edit"))
+
+
+def _render(named: _Named, tagged: list[tuple[str, dict]], relative: bool) -> _Run:
+    """The rule for edits tagged with their kind, from the bottom of the
+    file up: an edit moves only the lines below it, which the edits before
+    it have done already."""
+    tagged = sorted(tagged, key=lambda ke: tuple(ke[1]["pos"]), reverse=True)
+    steps = [{"kind": kind, "edit": e, "name": f"{kind}_{n}", "table": f"AT_{n}"}
+             for n, (kind, e) in enumerate(tagged, 1)]
+    text = cocci.render("convert.cocci.j2", old=named.old, readonly=named.names.readonly,
+                        maywrite=named.names.maywrite, marker=TRANSFORM, steps=steps, relative=relative,
+                        functions=sorted({e["function"] for _k, e in tagged}))
+    return _Run(text, frozenset(s["name"] for s in steps))
+
+
+def _tagged(edits: FileEdits) -> list[tuple[str, dict]]:
+    return [(kind, e) for field_, kind in _KINDS for e in getattr(edits, field_)]
+
+
+def _runs(named: _Named, source: bytes) -> list[_Run]:
+    """One run for every edit of the file: its positions are taken relative
+    to the first line of their function (convert.cocci.j2, START), which
+    names the function; so each edited function must be defined once in
+    the file.  Otherwise the edits go in rounds (_rounds)."""
+    tagged = _tagged(named.edits)
+    defined = Counter(name for name, _o, _c in _definitions_of(source.decode("utf-8", errors="surrogateescape")))
+    if all(defined[e["function"]] == 1 for _k, e in tagged):
+        return [_render(named, tagged, relative=True)]
+    return _rounds(named)
+
+
+def _rounds(named: _Named) -> list[_Run]:
+    """The edits of a file in several runs of spatch, bottom-up, at most one
+    edit per function in each, with the file's own line numbers: a later
+    rule of a run does not match in a function an earlier one changed,
+    since spatch then parses it again with lines counted from elsewhere."""
+    rounds: list[list[tuple[str, dict]]] = []
     functions: set[str] = set()
-    for kind, e in tagged:
+    for kind, e in sorted(_tagged(named.edits), key=lambda ke: tuple(ke[1]["pos"]), reverse=True):
         if not rounds or e["function"] in functions:
-            rounds.append({k: [] for k in kinds})
+            rounds.append([])
             functions = set()
-        rounds[-1][kind].append(e)
+        rounds[-1].append((kind, e))
         functions.add(e["function"])
-    return [FileEdits(*(tuple(r[k]) for k in kinds)) for r in rounds]
+    return [_render(named, r, relative=False) for r in rounds]
+
+
+def _converted(runner: Runner, path: str, data: bytes, named: _Named, source: bytes) -> bytes:
+    """data with every edit made.  One run makes them all (see _runs); a
+    file where a rule of it did not match is edited again from data in
+    rounds, one edit per function in each; a rule that matches in neither
+    stops the conversion."""
+    first = _apply(runner, path, data, _runs(named, source))
+    if first is not None:
+        return first
+    again = _apply(runner, path, data, _rounds(named))
+    if again is None:
+        raise RewriteError(f"{path}: spatch did not make every planned edit (a rule of the conversion "
+                           f"did not match); report this with the output of --emit-cocci")
+    return again
+
+
+def _apply(runner: Runner, path: str, data: bytes, runs: list[_Run]) -> bytes | None:
+    """data after the runs, in order; None when a rule did not make its edit."""
+    for run in runs:
+        res = runner.edit(run.text, {path: data})[path]
+        if isinstance(res, FileResult):
+            raise RewriteError(f"{path}: {res.error}")
+        if {r.get("applied") for r in res.records} != run.rules:
+            return None
+        data = res.data
+    return data
 
 
 # ------------------------------------------------------------------ shape

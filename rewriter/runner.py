@@ -104,6 +104,18 @@ def _lay_out(src: Path, files: dict[str, bytes]) -> Path:
     return src
 
 
+# The marker of the lines a transforming rule prints (runner.edit).
+TRANSFORM = "@@REWRITER-TRANSFORM@@"
+
+
+@dataclass(frozen=True)
+class Edited:
+    """A file as a transformation left it, and what its rules printed."""
+
+    data: bytes
+    records: tuple[dict, ...] = ()
+
+
 @dataclass(frozen=True)
 class FileResult:
     path: str  # tree-relative
@@ -153,12 +165,12 @@ class Runner:
         key = self.cache.key(rule, options, rel, data, kind)
         hit = self.cache.get(key)
         if hit is not None and kind == "transform" and "body" in hit:
-            return hit["body"]
+            return Edited(hit["body"], tuple(hit.get("records", ())))
         if hit is not None and kind != "transform" and "records" in hit:
             return FileResult(rel, tuple(hit["records"]))
         value = compute()
-        if kind == "transform" and isinstance(value, bytes):
-            self.cache.put(key, {}, value)
+        if kind == "transform" and isinstance(value, Edited):
+            self.cache.put(key, {"records": list(value.records)}, value.data)
         elif kind != "transform" and not value.error:
             self.cache.put(key, {"records": list(value.records)})
         return value
@@ -248,11 +260,18 @@ class Runner:
         same bytes when no rule changed it), or a FileResult whose error
         says why spatch failed on it.
         """
+        return {rel: value if isinstance(value, FileResult) else value.data
+                for rel, value in self.edit(cocci_text, files, options, step).items()}
+
+    def edit(self, cocci_text: str, files: dict[str, bytes], options: Iterable[str] = (),
+             step: str = "transform") -> dict[str, Edited | FileResult]:
+        """transform(), with the lines the rules printed under TRANSFORM
+        (convert.cocci.j2 names each rule that made its edit)."""
         options = ["--in-place", *options]
 
-        def one(sp: Path, src: Path, rel: str) -> bytes | FileResult:
-            res = self._one(sp, src, rel, "@@REWRITER-TRANSFORM@@", options)
-            return res if res.error else (src / rel).read_bytes()
+        def one(sp: Path, src: Path, rel: str) -> Edited | FileResult:
+            res = self._one(sp, src, rel, TRANSFORM, options)
+            return res if res.error else Edited((src / rel).read_bytes(), res.records)
 
         return dict(self._each(cocci_text, files, step,
                                lambda sp, src, rel: self._cached("transform", cocci_text, options, rel, files[rel],
