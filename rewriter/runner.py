@@ -207,12 +207,37 @@ class Runner:
             lambda sp, src, rel: self._cached(marker, cocci_text, options, rel, files[rel],
                                               lambda: self._one(sp, src, rel, marker, options)))]
 
-    def run_together(self, cocci_text: str, files: dict[str, bytes], marker: str, label: str) -> FileResult:
+    def run_dir(self, cocci_text: str, files: dict[str, bytes], marker: str, step: str = "spatch") -> list[FileResult]:
+        """run(), in one spatch run for all the files (--dir, spatch's own -j
+        for the jobs): one start of spatch and of its Python instead of one
+        per file.  The rule's records must name their file ("file", as
+        spatch sees it from the directory).  A run that fails or times out
+        is made again file by file (run()), so that the file to blame is
+        named."""
+        if len(files) < 2 or self.jobs < 1:
+            return self.run(cocci_text, files, marker, step=step)
+        if self.progress:
+            self.progress(step, 0, len(files), "files")
+        together = self.run_together(cocci_text, files, marker, label=step, jobs=self.jobs)
+        found: dict[str, list[dict]] = {rel: [] for rel in files}
+        strays = [r for r in together.records if r.get("file") not in found]
+        if together.error or strays:
+            return self.run(cocci_text, files, marker, step=step)
+        for r in together.records:
+            found[r["file"]].append(r)
+        if self.progress:
+            self.progress(step, len(files), len(files), "files")
+        return [FileResult(rel, tuple(found[rel])) for rel in sorted(files)]
+
+    def run_together(self, cocci_text: str, files: dict[str, bytes], marker: str, label: str,
+                     jobs: int = 1) -> FileResult:
         """One spatch run for all the files (spatch --dir, which still takes
         each file on its own): one start of spatch and of its Python instead
         of one per file.  The result, named label, holds the records of
         every file; an error is the run's, whichever file caused it."""
         options = ["--include-headers"] if any(rel.endswith(".h") for rel in files) else []
+        if jobs > 1:
+            options += ["-j", str(jobs)]
         digest = b"".join(hashlib.sha256(rel.encode("utf-8", "surrogateescape") + b"\0" + data).digest()
                           for rel, data in sorted(files.items()))
 

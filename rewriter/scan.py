@@ -244,7 +244,7 @@ def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, recipe: Recip
         # runs of the scan (rewriter.callers, Walker.read_ahead).
         walker.read_ahead((fn, f) for f, data in sources.items()
                           for fn in _calling_functions(data.decode("utf-8", "surrogateescape"), function))
-    results = runner.run(facts_rule, narrowed, FACT, step="facts")
+    results = runner.run_dir(facts_rule, narrowed, FACT, step="facts")
     errors: list[FileError] = []
     all_facts: dict[str, FileFacts] = {}
     for res in results:

@@ -45,9 +45,13 @@ def test_scan_shows_each_step_on_a_terminal(fixture_repo, tmp_path):
     for step, unit in (("facts", "files"), ("paths", "questions")):
         done, total = re.fullmatch(rf"(\d+)/(\d+) {unit}", finals[step]).groups()
         assert done == total and int(total) > 0
-    # and counts up to it in place (carriage returns, no new lines)
+    # and counts up to it in place (carriage returns, no new lines): the
+    # paths one question at a time; the facts of all files come from one
+    # spatch run, shown as it starts and as it ends.
+    paths_total = int(finals["paths"].split("/")[1].split()[0])
+    assert shown.count("\rpaths: ") == paths_total
     facts_total = int(finals["facts"].split("/")[1].split()[0])
-    assert shown.count("\rfacts: ") == facts_total
+    assert f"\rfacts: 0/{facts_total} files\rfacts: {facts_total}/{facts_total} files\r\n" in shown
 
 
 def test_scan_is_silent_when_not_on_a_terminal(fixture_repo, tmp_path):

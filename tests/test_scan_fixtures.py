@@ -549,9 +549,10 @@ def test_helper_guard_on_an_entry_that_may_be_none(scratch_repo, tools):
 
 
 def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_repo, scan_data, monkeypatch):
-    """One spatch run takes each path question for many one-function files;
-    when such a run fails, the question is asked again of each file of the
-    tree as a whole, and the verdicts are the same."""
+    """One spatch run takes each path question for many one-function files,
+    and one takes the facts of every file; when such a run fails, the
+    question is asked again of each file of the tree as a whole, the facts
+    file by file, and the verdicts are the same."""
     from rewriter import recipe, scan
     from rewriter.runner import FileResult, Runner
     from rewriter.tree import open_tree
@@ -559,13 +560,14 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
     monkeypatch.setenv("REWRITER_CACHE", "off")
     failed = []
 
-    def failing(self, cocci_text, files, marker, label):
-        failed.append(sorted(files))
+    def failing(self, cocci_text, files, marker, label, jobs=1):
+        failed.append((label, sorted(files)))
         return FileResult(label, (), error="spatch failed: injected")
 
     monkeypatch.setattr(Runner, "run_together", failing)
     result = scan.scan(open_tree(fixture_repo), Runner(), recipe.find(None))
-    assert failed and any(len(files) > 1 for files in failed)
+    assert any(label != "facts" and len(files) > 1 for label, files in failed)
+    assert any(label == "facts" and len(files) > 1 for label, files in failed)
     assert not result.errors
     assert ({(s.file, s.line, s.verdict.verdict, s.verdict.recheck) for s in result.sites}
             == {(s["file"], s["line"], s["verdict"], s["recheck"]) for s in scan_data["sites"]})

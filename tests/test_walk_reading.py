@@ -69,3 +69,28 @@ def test_reading_ahead_changes_neither_the_scan_nor_what_the_walk_records(scratc
     assert ahead == plain
     assert recorded[0] == recorded[1]
     assert any("caller chain" in e["text"] for s in plain["sites"] for e in s["evidence"])
+
+
+def test_a_caller_that_names_no_taker_is_not_asked(scratch_repo, monkeypatch):
+    """A function whose body names none of the lock's takers cannot hold
+    it: the walk answers so without a spatch question, and the scan is the
+    one it is when every such function is asked."""
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    asked: list[list[str]] = []
+    run_together = Runner.run_together
+
+    def recording(self, cocci_text, files, marker, label, jobs=1):
+        if label == "writelocked":
+            asked.append(sorted(files))
+        return run_together(self, cocci_text, files, marker, label, jobs)
+
+    monkeypatch.setattr(Runner, "run_together", recording)
+    quick = scan_mod.scan(open_tree(scratch_repo), Runner(), recipe.find(None)).to_json()
+    few = sum(map(len, asked))
+    asked.clear()
+    monkeypatch.setattr(callers, "_names_any", lambda text, fn, names: True)
+    every = scan_mod.scan(open_tree(scratch_repo), Runner(), recipe.find(None)).to_json()
+    assert quick == every
+    assert any("caller chain" in e["text"] and "holds the mmap_lock for write" in e["text"]
+               for s in every["sites"] for e in s["evidence"]), "the fixture has a write-locked chain"
+    assert 0 < few < sum(map(len, asked))
