@@ -22,6 +22,7 @@ from rewriter import plan as plan_mod
 from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, InputError,
                              RewriterError)
 from rewriter import recipe as recipe_mod
+from rewriter import helpers
 from rewriter.helpers import check_names_free
 from rewriter.runner import Runner
 from rewriter import scan as scan_mod
@@ -140,16 +141,29 @@ def _runner(args: argparse.Namespace) -> Runner:
     return runner
 
 
-def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True):
+def _scan_and_plan(args: argparse.Namespace, refuse_review: bool = True, helpers_beside: bool = False):
     """The scan and the plan to follow.  A call marked for review that the
     plan does not settle stops a series (refuse_review); a diff leaves it
-    as it is and says so in a note."""
+    as it is and says so in a note.  With helpers_beside, the last value is
+    the introduction and removal of the helpers (helpers.beside), started
+    before the scan: they need nothing of it."""
     tree = open_tree(args.tree, args.rev)
     runner = _runner(args)
     recipe = _recipe(args)
     names = recipe.names(args.names)
     # One pass of git grep over the tree for the old name and the new ones.
     scan_mod.grep(tree, runner, (recipe.function, names.readonly, names.maywrite))
+    # Quiet: its steps would share the terminal's progress line with the scan's.
+    beside = helpers.beside(tree, runner.quiet(), names, recipe) if helpers_beside else None
+    try:
+        return (*_scanned_and_planned(args, refuse_review, tree, runner, recipe, names), beside)
+    except BaseException:
+        if beside is not None:
+            beside.join()
+        raise
+
+
+def _scanned_and_planned(args: argparse.Namespace, refuse_review: bool, tree, runner: Runner, recipe, names):
     result = scan(tree, runner, recipe, depth=_caller_depth(args))
     _refuse_errors(result, "nothing converted")
     chosen = plan_mod.load(args.plan, result) if args.plan else plan_mod.from_scan(result)
@@ -204,19 +218,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     if args.emit_cocci:
         _check_rules_dir(args.emit_cocci)
-    tree, runner, names, result, chosen = _scan_and_plan(args, refuse_review=False)
-    only = None
-    if args.site:
-        file, _, function = args.site.rpartition(":")
-        only = {s.key for s in result.sites if s.file == file and s.function == function}
-        if not only:
-            raise InputError(f"--site {args.site}: no call of {result.function}() in that function; "
-                             f"'rewriter scan' lists them as FILE:LINE: FUNCTION()")
-    rewrite.check_editable(tree, rewrite.edited_files(result, only))
-    if args.emit_cocci:
-        rules = rewrite.emit_rules(tree, runner, result, chosen, names)
-        write_rules(args.emit_cocci, rules)
-    changes = rewrite.conversion(tree, runner, result, chosen, names, only)
+    tree, runner, names, result, chosen, beside = _scan_and_plan(args, refuse_review=False,
+                                                                 helpers_beside=not args.site)
+    try:
+        only = None
+        if args.site:
+            file, _, function = args.site.rpartition(":")
+            only = {s.key for s in result.sites if s.file == file and s.function == function}
+            if not only:
+                raise InputError(f"--site {args.site}: no call of {result.function}() in that function; "
+                                 f"'rewriter scan' lists them as FILE:LINE: FUNCTION()")
+        rewrite.check_editable(tree, rewrite.edited_files(result, only))
+        if args.emit_cocci:
+            rules = rewrite.emit_rules(tree, runner, result, chosen, names)
+            write_rules(args.emit_cocci, rules)
+        changes = rewrite.conversion(tree, runner, result, chosen, names, only, beside=beside)
+    finally:
+        if beside is not None:
+            beside.join()
     patch = diffs.unified(changes)
     colour = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     write_stdout(diffs.render(patch, colour))
@@ -576,18 +595,22 @@ def cmd_series(args: argparse.Namespace) -> int:
     names = opts.recipe.names(args.names)
     opts = dataclasses.replace(opts, names_option=opts.recipe.names_option(names))
     ready = series.prepare(open_tree(args.tree, args.rev), names, opts)
-    tree, runner, names, result, chosen = _scan_and_plan(args)
-    rewrite.check_editable(tree, rewrite.edited_files(result))
-    if args.plan:
-        try:
-            plan_text = Path(args.plan).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{args.plan}: cannot read the plan again ({exc})") from None
-    else:
-        plan_text = plan_mod.dump(chosen, result)
-    say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
-    with ready.git.quarantine():  # no object reaches the repository before the end
-        res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say)
+    tree, runner, names, result, chosen, beside = _scan_and_plan(args, helpers_beside=True)
+    try:
+        rewrite.check_editable(tree, rewrite.edited_files(result))
+        if args.plan:
+            try:
+                plan_text = Path(args.plan).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"{args.plan}: cannot read the plan again ({exc})") from None
+        else:
+            plan_text = plan_mod.dump(chosen, result)
+        say = (lambda msg: print(f"rewriter: {msg}", file=sys.stderr)) if sys.stderr.isatty() else None
+        with ready.git.quarantine():  # no object reaches the repository before the end
+            res = series.write(tree, runner, result, chosen, names, plan_text, ready, progress=say,
+                               beside=beside)
+    finally:
+        beside.join()
     shown = args.given.get("output_directory", res.out_dir)  # as the user named it
     write_stdout(f"{len(res.files) - 1} patches and a cover letter in {shown}/; "
                  f"branch {res.branch} at {res.tip[:12]}; version recorded in {res.record_ref}\n"

@@ -23,7 +23,7 @@ from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
 from rewriter.recipe import Names, Recipe
 from rewriter.plan import Entry, Plan
-from rewriter.runner import TRANSFORM, FileResult, Runner
+from rewriter.runner import TRANSFORM, Background, FileResult, Runner
 from rewriter.scan import Scan, Site
 from rewriter.tree import Tree
 
@@ -186,16 +186,18 @@ def partial(original: bytes, converted: bytes, spans: dict[str, list[tuple[int, 
 
 
 def conversion(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
-               only: set[str] | None = None) -> dict[str, tuple[bytes, bytes]]:
+               only: set[str] | None = None, beside: Background | None = None) -> dict[str, tuple[bytes, bytes]]:
     """The whole conversion as (old, new) contents per changed file: the
     helpers introduced, every call converted, the old helper removed.  With
-    only (call keys), just those calls are converted."""
+    only (call keys), just those calls are converted.  beside: the helpers'
+    work (helpers.beside) if the caller started it already."""
     from rewriter import helpers
 
     check_editable(tree, edited_files(scan, only))
     if only is not None:
         return {path: (tree.read(path), new) for path, new in convert(tree, runner, scan, plan, names, only).items()}
-    beside = helpers.beside(tree, runner, names, scan.recipe)
+    if beside is None:
+        beside = helpers.beside(tree, runner, names, scan.recipe)
     try:
         converted = convert(tree, runner, scan, plan, names)
     finally:
@@ -391,20 +393,27 @@ def edited_functions(sites: list[Site]) -> set[str]:
 
 def _shapes(runner: Runner, sources: dict[str, bytes], by_file: dict[str, list[Site]],
             function: str) -> dict[str, dict[str, Shape]]:
-    work = {}
-    for path, sites in by_file.items():
-        functions = edited_functions(sites)
+    """The shapes of the edited functions of each file, from one run of
+    shape.cocci.j2 for all the files (Runner.run_dir)."""
+    files: dict[str, bytes] = {}
+    sites: dict[str, set] = {}
+    functions: dict[str, list[str]] = {}
+    for path, file_sites in by_file.items():
+        edited = edited_functions(file_sites)
         text_ = sources[path].decode("utf-8", errors="surrogateescape")
-        narrowed = keep_functions(text_, functions).encode("utf-8", errors="surrogateescape")
-        positions = "{" + ", ".join(f"({s.line}, {s.column})" for s in sites) + "}"
-        rule = cocci.render("shape.cocci.j2", name=function, marker=SHAPE, sites=positions,
-                            functions=repr(sorted(functions)))
-        work[path] = (rule, narrowed)
+        files[path] = keep_functions(text_, edited).encode("utf-8", errors="surrogateescape")
+        sites[path] = {(s.line, s.column) for s in file_sites}
+        functions[path] = sorted(edited)
+    if not files:
+        return {}
+    table = "{" + ", ".join(f"{path!r}: {{" + ", ".join(f"({l}, {c})" for l, c in sorted(pos)) + "}"
+                            for path, pos in sorted(sites.items())) + "}"
+    rule = cocci.render("shape.cocci.j2", name=function, marker=SHAPE, sites=table, functions=repr(functions))
     out: dict[str, dict[str, Shape]] = {}
-    for path, res in runner.run_many(work, SHAPE, step="shape").items():
+    for res in runner.run_dir(rule, files, SHAPE, step="shape"):
         if res.error:
-            raise RewriteError(f"{path}: {res.error}")
-        out[path] = shapes_from_records(res.records, {s.function: Shape() for s in by_file[path]})
+            raise RewriteError(f"{res.path}: {res.error}")
+        out[res.path] = shapes_from_records(res.records, {s.function: Shape() for s in by_file[res.path]})
     return out
 
 

@@ -169,8 +169,10 @@ def fit_subject(recipe: Recipe, template: str, prefix: str, **values: object) ->
 # the commits' contents
 # --------------------------------------------------------------------------
 
-def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names) -> list[Patch]:
-    """The patches in order, each with the new contents of its files."""
+def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
+                 beside: Background | None = None) -> list[Patch]:
+    """The patches in order, each with the new contents of its files.
+    beside: the helpers' work (helpers.beside) if the caller started it."""
     groups: dict[tuple[str, str], list[Site]] = {}
     for s in scan.sites:
         groups.setdefault((s.file, s.function), []).append(s)
@@ -195,13 +197,16 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
     entry = _conversion_entry(tree, runner, scan, convert, names)
     stored = _load_conversion(entry, len(convert) + 2)
     if stored is not None:
+        if beside is not None:
+            beside.join()  # its work is in the stored contents too
         helpers.check_names_free(tree, names)  # as introduce() would
         introduced, *converted, removed = stored
         for p, files in zip(convert, converted):
             p.files = files
         return [Patch("introduce", introduced), *convert] + ([] if scan.kept else [Patch("remove", removed)])
 
-    beside = helpers.beside(tree, runner, names, scan.recipe)
+    if beside is None:
+        beside = helpers.beside(tree, runner, names, scan.recipe)
     try:
         # Each file is converted whole once; its commits take the edits of
         # their functions from that, first k functions for the k-th.
@@ -437,7 +442,7 @@ def _check_out_place(out: Path, name: str) -> None:
 
 
 def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
-          ready: Prepared, progress=None) -> Result:
+          ready: Prepared, progress=None, beside: Background | None = None) -> Result:
     """Build the series and write it out; see the module's docstring."""
     say = progress or (lambda _msg: None)
     git, base, author = ready.git, ready.base, ready.author
@@ -450,16 +455,16 @@ def write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan
     api_lookup = Background(lambda: (maintainers.for_files(git, base, api_files(scan)),
                                      api_authors(git, base, scan, author)), name="rewriter-api-recipients")
     try:
-        return _write(tree, runner, scan, plan, names, plan_text, ready, say, api_lookup)
+        return _write(tree, runner, scan, plan, names, plan_text, ready, say, api_lookup, beside)
     finally:
         api_lookup.join()
 
 
 def _write(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names, plan_text: str,
-           ready: Prepared, say, api_lookup: Background) -> Result:
+           ready: Prepared, say, api_lookup: Background, beside: Background | None) -> Result:
     git, base, opts, author = ready.git, ready.base, ready.opts, ready.author
     say("converting the calls")
-    patches = plan_patches(tree, runner, scan, plan, names)
+    patches = plan_patches(tree, runner, scan, plan, names, beside)
     facts = helpers.code_facts(tree, scan.recipe)
     write_messages(git, tree, scan, names, patches, facts)
 

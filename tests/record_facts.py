@@ -31,7 +31,7 @@ sys.path.insert(1, str(TESTS_DIR))
 # Every stage must run: a stored scan would skip them all.
 os.environ["REWRITER_CACHE"] = "off"
 
-from rewriter import callers, clex, rewrite, scan  # noqa: E402
+from rewriter import callers, clex, recipe, rewrite, scan  # noqa: E402
 from rewriter.runner import Runner  # noqa: E402
 from rewriter.tree import open_tree  # noqa: E402
 
@@ -77,7 +77,7 @@ def record(tree_path: Path, name: str, depth: int = callers.DEPTH) -> dict:
 
     scan.parse, scan._ask_paths, callers.Walker.write_locked = parse, ask, write_locked
     try:
-        result = scan.scan(tree, runner, depth=depth)
+        result = scan.scan(tree, runner, recipe.find(None), depth=depth)
     finally:
         scan.parse, scan._ask_paths, callers.Walker.write_locked = real_parse, real_ask, real_walk
     if result.errors:
@@ -88,15 +88,15 @@ def record(tree_path: Path, name: str, depth: int = callers.DEPTH) -> dict:
         by_file.setdefault(s.file, []).append(s)
     placed = {f: sites for f, sites in by_file.items() if any(s.verdict.verdict != "ro" for s in sites)}
     sources = {f: tree.read(f) for f in by_file}
-    real_many = runner.run_many
+    real_dir = runner.run_dir
 
-    def run_many(work, marker, step="spatch"):
-        results = real_many(work, marker, step=step)
-        for path, res in results.items():
-            shape_of[path] = [dict(r) for r in res.records]
+    def run_dir(rule, files, marker, step="spatch"):
+        results = real_dir(rule, files, marker, step=step)
+        for res in results:
+            shape_of[res.path] = [dict(r) for r in res.records]
         return results
 
-    runner.run_many = run_many
+    runner.run_dir = run_dir
     rewrite._shapes(runner, {f: sources[f] for f in placed}, placed, result.function)
 
     files = {}
