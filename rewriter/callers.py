@@ -232,7 +232,19 @@ class Walker:
         if not todo:
             return
         global_names = [fn for fn, path in todo if not self._is_static(fn, path)]
-        hits = self.tree.grep_words(global_names, C_SUFFIXES) if global_names else {}
+        hits = {}
+        if global_names:
+            # A grep that must be made takes along, while it stays one of
+            # few words, the names later levels will grep for after a climb
+            # through static callers: a pass over the tree fewer for each.
+            # Only the walk's own names are recorded as read.
+            ahead: list[str] = []
+            if not all(self.tree.remembered(name, C_SUFFIXES) for name in global_names):
+                ahead = [name for name in self._static_climb([f for f in todo if f[0] not in global_names])
+                         if name not in global_names]
+            room = max(0, FIXED_WORDS - len(global_names))
+            hits = self.tree.grep_words(global_names + ahead[:room], C_SUFFIXES)
+            hits = {name: hits[name] for name in global_names}
         self.grepped.update(hits)
         for fn, path in todo:
             if fn in global_names:
@@ -246,40 +258,38 @@ class Walker:
                 refs.extend(self._refs_in(fn, f, path))
             self._refs[(fn, path)] = refs
 
+    def _static_climb(self, functions: list[tuple[str, str]]) -> list[str]:
+        """The functions that are not static that the walk reaches from
+        these static ones through static callers only, none of which names
+        a taker of the lock (one that does may hold it, and then the walk
+        stops there), at most depth callers up: the names a later level
+        will grep for.  Only files read already are read."""
+        takers = set(self.api.write_lock_takers)
+        found: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        level = [f for f in functions if self._is_static(*f)]
+        for _up in range(self.depth):
+            nxt = []
+            for fn, path in level:
+                if (fn, path) in seen:
+                    continue
+                seen.add((fn, path))
+                text = self.text(path)
+                for r in refs_in(text, fn, path, path, self.api.exporters):
+                    if r.kind != "call" or not r.function or _names_any(text, r.function, takers):
+                        continue
+                    if self._is_static(r.function, path):
+                        nxt.append((r.function, path))
+                    elif r.function not in found:
+                        found.append(r.function)
+            level = nxt
+        return found
+
     def _is_static(self, fn: str, path: str) -> bool:
         return defines_static(self.text(path), fn)
 
     def _refs_in(self, fn: str, path: str, home: str) -> list[_Ref]:
-        text = self.text(path)
-        toks = tokens(text)
-        bodies = [(name, o, c) for name, o, c in _definitions_of(text)]
-        out = []
-        for i, t in enumerate(toks):
-            if t.kind != "ident" or t.text != fn:
-                continue
-            if t.preproc:
-                out.append(_Ref(path, None, t.line, 0, "macro"))
-                continue
-            owner = next((name for name, o, c in bodies if o < i < c), None)
-            nxt = toks[i + 1].text if i + 1 < len(toks) else ""
-            prev = toks[i - 1].text if i else ""
-            if owner is None:
-                if prev == "(" and i >= 2 and toks[i - 2].text in self.api.exporters:
-                    out.append(_Ref(path, None, t.line, 0, "export"))
-                elif nxt != "(" and prev == "(" and i >= 2 and toks[i - 2].kind == "ident":
-                    out.append(_Ref(path, None, t.line, 0, "macro:" + toks[i - 2].text))
-                elif nxt != "(" and prev in _VALUE_BEFORE:
-                    out.append(_Ref(path, None, t.line, 0, "value"))  # an initializer at file scope
-                continue  # its definition, a prototype, or another thing of that name
-            if owner == fn and path == home:
-                # a recursive call is no new way in
-                continue
-            if nxt == "(" and prev not in (".", "->"):
-                out.append(_Ref(path, owner, t.line, column(text, t), "call"))
-            elif prev in _VALUE_BEFORE or prev == "return":
-                out.append(_Ref(path, owner, t.line, 0, "value"))
-            # else a member, a local or a parameter that has the same name
-        return out
+        return refs_in(self.text(path), fn, path, home, self.api.exporters)
 
     def _shown(self, fn: str, path: str) -> str:
         """How a function is named to people: SYSCALL_DEFINE5(mremap, ...)
@@ -339,6 +349,41 @@ class Walker:
             if t.line == pos[0] and t.kind == "ident" and column(text, t) == pos[1]:
                 return t.text
         raise KeyError(pos)
+
+
+def refs_in(text: str, fn: str, path: str, home: str, exporters) -> list[_Ref]:
+    """Where text, the file path, names fn: its calls, each with the
+    function it is in, and the uses the walk cannot follow.  home: the
+    file of the fn walked, whose recursive calls are no new way in."""
+    toks = tokens(text)
+    bodies = [(name, o, c) for name, o, c in _definitions_of(text)]
+    out = []
+    for i, t in enumerate(toks):
+        if t.kind != "ident" or t.text != fn:
+            continue
+        if t.preproc:
+            out.append(_Ref(path, None, t.line, 0, "macro"))
+            continue
+        owner = next((name for name, o, c in bodies if o < i < c), None)
+        nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+        prev = toks[i - 1].text if i else ""
+        if owner is None:
+            if prev == "(" and i >= 2 and toks[i - 2].text in exporters:
+                out.append(_Ref(path, None, t.line, 0, "export"))
+            elif nxt != "(" and prev == "(" and i >= 2 and toks[i - 2].kind == "ident":
+                out.append(_Ref(path, None, t.line, 0, "macro:" + toks[i - 2].text))
+            elif nxt != "(" and prev in _VALUE_BEFORE:
+                out.append(_Ref(path, None, t.line, 0, "value"))  # an initializer at file scope
+            continue  # its definition, a prototype, or another thing of that name
+        if owner == fn and path == home:
+            # a recursive call is no new way in
+            continue
+        if nxt == "(" and prev not in (".", "->"):
+            out.append(_Ref(path, owner, t.line, column(text, t), "call"))
+        elif prev in _VALUE_BEFORE or prev == "return":
+            out.append(_Ref(path, owner, t.line, 0, "value"))
+        # else a member, a local or a parameter that has the same name
+    return out
 
 
 # What comes before a function's name when the function is used as a value:

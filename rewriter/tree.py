@@ -152,6 +152,19 @@ class Tree:
                     _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
         return out
 
+    def remembered(self, word: str, suffixes: tuple[str, ...] = ()) -> bool:
+        """Whether grep_words() has the answer for word without a git grep
+        (from earlier in this process, or in the cache directory)."""
+        tree_id = self.tree_id()
+        key = (tree_id, word, tuple(suffixes))
+        with _grep_lock:
+            if key in _grep_memo:
+                return True
+            hits = _load_hits(tree_id, word, tuple(suffixes))
+            if hits is not None:
+                _grep_memo[key] = hits
+            return hits is not None
+
     def _grep(self, words: list[str], suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
         try:
             return self._grep_with(words, suffixes, len(words) > FIXED_WORDS)

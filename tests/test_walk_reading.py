@@ -94,3 +94,32 @@ def test_a_caller_that_names_no_taker_is_not_asked(scratch_repo, monkeypatch):
     assert any("caller chain" in e["text"] and "holds the mmap_lock for write" in e["text"]
                for s in every["sites"] for e in s["evidence"]), "the fixture has a write-locked chain"
     assert 0 < few < sum(map(len, asked))
+
+
+def test_climbing_static_callers_saves_greps_and_changes_nothing(scratch_repo, monkeypatch):
+    """A grep the walk must make takes along the names a later level will
+    grep for after a climb through static callers: fewer passes over the
+    tree, the same scan and the same record of what was read."""
+    from rewriter import tree as tree_mod
+
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    monkeypatch.setattr(callers.Walker, "read_ahead", lambda self, functions: None)
+    passes: list[list[str]] = []
+    grep_with = tree_mod.Tree._grep_with
+    monkeypatch.setattr(tree_mod.Tree, "_grep_with",
+                        lambda self, words, suffixes, one: passes.append(list(words)) or grep_with(self, words, suffixes, one))
+    recorded = []
+    depends_on = callers.Walker.depends_on
+    monkeypatch.setattr(callers.Walker, "depends_on", lambda self: recorded.append(depends_on(self)) or recorded[-1])
+
+    def scanned():
+        tree_mod._grep_memo.clear()
+        passes.clear()
+        return scan_mod.scan(open_tree(scratch_repo), Runner(), recipe.find(None)).to_json(), len(passes)
+
+    climbing, fewer = scanned()
+    monkeypatch.setattr(callers.Walker, "_static_climb", lambda self, functions: [])
+    plain, more = scanned()
+    assert climbing == plain
+    assert recorded[0] == recorded[1]
+    assert fewer < more, (fewer, more)
