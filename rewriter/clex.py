@@ -248,6 +248,24 @@ def function_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
     return [(toks[o].line, toks[c].line) for name, o, c in _definitions_of(source) if name in names]
 
 
+def definition_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
+    """The lines (first, last) of the definitions of the functions named,
+    from the first line of their declaration (its return type; comments
+    before it are not part of it) to the line of "}"."""
+    toks = tokens(source)
+    out = []
+    for name, open_brace, close in _definitions_of(source):
+        if name not in names:
+            continue
+        k = open_brace
+        while k > 0 and toks[k - 1].text not in (";", "}") and not toks[k - 1].preproc:
+            k -= 1
+        while toks[k].kind == "comment":
+            k += 1
+        out.append((toks[k].line, toks[close].line))
+    return out
+
+
 def functions_reaching(source: str, name: str) -> set[str]:
     """The functions defined in source whose bodies name `name`, and every
     function defined in source that those name, and so on: all that an

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rewriter import cocci, prose
-from rewriter.clex import _definitions_of, expr_tokens, function_spans, keep_functions, render, tokens
+from rewriter.clex import (_definitions_of, definition_spans, expr_tokens, function_spans, keep_functions,
+                           render, tokens)
 from rewriter.diffs import common_ends
 from rewriter.errors import InputError, RewriterError
 from rewriter.recipe import Names, Recipe
@@ -100,7 +101,8 @@ def convert(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Names,
         text_ = original.decode("utf-8", errors="surrogateescape")
         keep = edited_functions(by_file[path])
         narrowed = keep_functions(text_, keep).encode("utf-8", errors="surrogateescape")
-        data = splice(original, narrowed, rounds(path, narrowed), function_spans(text_, keep))
+        # (A new parameter is an edit of the function's declaration.)
+        data = splice(original, narrowed, rounds(path, narrowed), definition_spans(text_, keep))
         if data is None:  # an edit outside those functions: do it on the whole file
             data = rounds(path, original)
         verify(path, original, data, by_file[path], plan, names, scan.function)

@@ -37,7 +37,7 @@ from pathlib import Path
 from rewriter import cache, changelog, helpers, mail, maintainers, outputs, prose, rewrite, versions
 from rewriter import __version__
 from rewriter import plan as plan_mod
-from rewriter.clex import function_spans, render
+from rewriter.clex import definition_spans, render
 from rewriter.errors import InputError, RewriterError
 from rewriter.gitstore import Git, Ident, RefMoved, Trees, When, parse_ident
 from rewriter.recipe import Names, Recipe
@@ -215,7 +215,10 @@ def plan_patches(tree: Tree, runner: Runner, scan: Scan, plan: Plan, names: Name
         for f, patches in per_file.items():
             original = tree.read(f)
             text = original.decode("utf-8", errors="surrogateescape")
-            spans = {p.function: function_spans(text, {p.function}) for p in patches}
+            # A commit's edits are those in the functions its calls' conversion
+            # edits: theirs, and the callers the pmd value is carried to.
+            spans = {p.function: definition_spans(text, rewrite.edited_functions([s for s, _e in p.calls]))
+                     for p in patches}
             for k, p in enumerate(patches):
                 data = rewrite.partial(original, full[f], spans, {q.function for q in patches[:k + 1]})
                 if data is None:  # an edit outside those functions: convert for each commit

@@ -90,6 +90,27 @@ def test_splice_refuses_an_edit_outside_the_functions_kept():
     assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), spans) is None
 
 
+def test_definition_spans_start_at_the_declaration():
+    # from the return type, past the annotations after the parameters;
+    # not the comment before it
+    source = "/* lock both */\n" + SOURCE
+    assert clex.definition_spans(source, {"lock_both", "caller"}) == [(2, 9), (11, 15)]
+    assert clex.function_spans(source, {"lock_both", "caller"}) == [(6, 9), (12, 15)]
+
+
+def test_splice_takes_an_edit_of_a_declaration_in_the_definition_spans():
+    """A new parameter is an edit of the function's declaration: outside the
+    body, inside its definition."""
+    from rewriter.rewrite import splice
+
+    keep = {"caller"}
+    narrowed = clex.keep_functions(SOURCE, keep)
+    edited = narrowed.replace("caller(int x)", "caller(pmd_t *pmdvalp, int x)")
+    assert splice(SOURCE.encode(), narrowed.encode(), edited.encode(), clex.function_spans(SOURCE, keep)) is None
+    out = splice(SOURCE.encode(), narrowed.encode(), edited.encode(), clex.definition_spans(SOURCE, keep))
+    assert out.decode() == SOURCE.replace("caller(int x)", "caller(pmd_t *pmdvalp, int x)")
+
+
 def test_partial_takes_the_edits_of_the_functions_named():
     from rewriter.rewrite import partial
 
