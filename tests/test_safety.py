@@ -319,3 +319,37 @@ def test_interrupt_as_the_scratch_directory_is_removed_leaves_nothing(fixture_re
                             monkeypatch)
     assert sent and code in (0, 130)
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_interrupt_while_the_helpers_run_beside_the_scan_leaves_nothing(fixture_repo, tmp_path, monkeypatch):
+    """diff starts the helpers' rules in a thread before the scan: SIGINT
+    in the scan's first spatch run, while that thread is at work, stops
+    both; the run exits 130 with nothing in TMPDIR and no thread left."""
+    import threading
+
+    from rewriter import helpers, runner
+
+    started = threading.Event()
+    real_beside = helpers.beside
+
+    def beside(*args, **kw):
+        job = real_beside(*args, **kw)
+        started.set()
+        return job
+
+    real_one = runner.Runner._one
+    sent = []
+
+    def one_then_sigint(self, sp, src, rel, marker, options, whole_dir=False):
+        if marker.startswith("@@REWRITER-FACT") and started.is_set() and not sent:
+            sent.append(any(t.name == "rewriter-helpers" and t.is_alive() for t in threading.enumerate()))
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_one(self, sp, src, rel, marker, options, whole_dir)
+
+    monkeypatch.setattr(helpers, "beside", beside)
+    monkeypatch.setattr(runner.Runner, "_one", one_then_sigint)
+    code = _main_in_process(["diff", "--tree", fixture_repo], tmp_path / "tmp", monkeypatch)
+    assert sent == [True], "the helpers' thread was at work when the signal came"
+    assert code == 130
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("rewriter-")]
