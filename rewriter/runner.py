@@ -214,11 +214,14 @@ class Runner:
         spatch sees it from the directory).  A run that fails or times out
         is made again file by file (run()), so that the file to blame is
         named."""
-        if len(files) < 2 or self.jobs < 1:
+        if len(files) < 2:
             return self.run(cocci_text, files, marker, step=step)
         if self.progress:
             self.progress(step, 0, len(files), "files")
-        together = self.run_together(cocci_text, files, marker, label=step, jobs=self.jobs)
+        # The run does the work of every file, jobs at a time: its time limit
+        # is what one file may take, once for each file a job processes.
+        limit = self.timeout * -(-len(files) // self.jobs)
+        together = self.run_together(cocci_text, files, marker, label=step, jobs=self.jobs, timeout=limit)
         found: dict[str, list[dict]] = {rel: [] for rel in files}
         strays = [r for r in together.records if r.get("file") not in found]
         if together.error or strays:
@@ -230,7 +233,7 @@ class Runner:
         return [FileResult(rel, tuple(found[rel])) for rel in sorted(files)]
 
     def run_together(self, cocci_text: str, files: dict[str, bytes], marker: str, label: str,
-                     jobs: int = 1) -> FileResult:
+                     jobs: int = 1, timeout: float | None = None) -> FileResult:
         """One spatch run for all the files (spatch --dir, which still takes
         each file on its own): one start of spatch and of its Python instead
         of one per file.  The result, named label, holds the records of
@@ -247,7 +250,7 @@ class Runner:
                 sp = root / "rule.cocci"
                 sp.write_text(cocci_text)
                 src = _lay_out(root / "src", files)
-                res = self._one(sp, src, ".", marker, options, whole_dir=True)
+                res = self._one(sp, src, ".", marker, options, whole_dir=True, timeout=timeout)
                 return FileResult(label, res.records, res.error)
 
         return self._cached(marker, cocci_text, [*options, "--dir"], label, digest, compute)
@@ -320,7 +323,7 @@ class Runner:
             return out
 
     def _one(self, sp: Path, src: Path, rel: str, marker: str, options: list[str],
-             whole_dir: bool = False) -> FileResult:
+             whole_dir: bool = False, timeout: float | None = None) -> FileResult:
         cmd = [self.spatch, *self.python_options(), "--very-quiet", "--no-includes", "--no-show-diff",
                # Relative to src, where spatch runs: the rules name files as
                # they see them, and a TMPDIR reached through a symbolic link
@@ -334,11 +337,12 @@ class Runner:
                                     cwd=src, errors="replace")
             _running.add(proc)
         try:
-            stdout, stderr = proc.communicate(timeout=self.timeout)
+            limit = self.timeout if timeout is None else timeout
+            stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            return FileResult(rel, error=f"spatch timed out after {self.timeout:.0f}s")
+            return FileResult(rel, error=f"spatch timed out after {limit:.0f}s")
         finally:
             with _running_lock:
                 _running.discard(proc)

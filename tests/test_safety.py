@@ -324,30 +324,34 @@ def test_interrupt_as_the_scratch_directory_is_removed_leaves_nothing(fixture_re
 def test_interrupt_while_the_helpers_run_beside_the_scan_leaves_nothing(fixture_repo, tmp_path, monkeypatch):
     """diff starts the helpers' rules in a thread before the scan: SIGINT
     in the scan's first spatch run, while that thread is at work, stops
-    both; the run exits 130 with nothing in TMPDIR and no thread left."""
+    both; the run exits 130 with nothing in TMPDIR and no thread left.
+    The helpers' thread waits for the signal, so that it is at work then
+    whatever the spatch cache holds."""
     import threading
+    import time
 
     from rewriter import helpers, runner
 
-    started = threading.Event()
-    real_beside = helpers.beside
+    sent = []
+    real_introduce = helpers.introduce
 
-    def beside(*args, **kw):
-        job = real_beside(*args, **kw)
-        started.set()
-        return job
+    def introduce_after_the_signal(*args, **kw):
+        deadline = time.monotonic() + 30
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real_introduce(*args, **kw)
 
     real_one = runner.Runner._one
-    sent = []
 
-    def one_then_sigint(self, sp, src, rel, marker, options, whole_dir=False):
-        if marker.startswith("@@REWRITER-FACT") and started.is_set() and not sent:
+    def one_then_sigint(self, sp, src, rel, marker, options, whole_dir=False, **kw):
+        if marker.startswith("@@REWRITER-FACT") and not sent:
             sent.append(any(t.name == "rewriter-helpers" and t.is_alive() for t in threading.enumerate()))
             os.kill(os.getpid(), signal.SIGINT)
-        return real_one(self, sp, src, rel, marker, options, whole_dir)
+        return real_one(self, sp, src, rel, marker, options, whole_dir, **kw)
 
-    monkeypatch.setattr(helpers, "beside", beside)
+    monkeypatch.setattr(helpers, "introduce", introduce_after_the_signal)
     monkeypatch.setattr(runner.Runner, "_one", one_then_sigint)
+    monkeypatch.setenv("REWRITER_CACHE", "off")  # a stored scan would run no spatch at all
     code = _main_in_process(["diff", "--tree", fixture_repo], tmp_path / "tmp", monkeypatch)
     assert sent == [True], "the helpers' thread was at work when the signal came"
     assert code == 130

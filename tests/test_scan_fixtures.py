@@ -560,7 +560,7 @@ def test_path_questions_are_asked_file_by_file_when_a_run_of_many_fails(fixture_
     monkeypatch.setenv("REWRITER_CACHE", "off")
     failed = []
 
-    def failing(self, cocci_text, files, marker, label, jobs=1):
+    def failing(self, cocci_text, files, marker, label, jobs=1, timeout=None):
         failed.append((label, sorted(files)))
         return FileResult(label, (), error="spatch failed: injected")
 

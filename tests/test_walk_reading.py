@@ -79,10 +79,10 @@ def test_a_caller_that_names_no_taker_is_not_asked(scratch_repo, monkeypatch):
     asked: list[list[str]] = []
     run_together = Runner.run_together
 
-    def recording(self, cocci_text, files, marker, label, jobs=1):
+    def recording(self, cocci_text, files, marker, label, jobs=1, timeout=None):
         if label == "writelocked":
             asked.append(sorted(files))
-        return run_together(self, cocci_text, files, marker, label, jobs)
+        return run_together(self, cocci_text, files, marker, label, jobs, timeout)
 
     monkeypatch.setattr(Runner, "run_together", recording)
     quick = scan_mod.scan(open_tree(scratch_repo), Runner(), recipe.find(None)).to_json()
