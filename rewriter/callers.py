@@ -19,10 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
 from rewriter import cocci
 from rewriter.recipe import Knowledge
-from rewriter.clex import _definitions_of, column, defines_static, keep_functions, tokens
+from rewriter.clex import _definitions_of, body_names, column, defines_static, keep_functions, tokens
 from rewriter.runner import Background, Runner
 from rewriter.tree import FIXED_WORDS, Tree
 
@@ -393,9 +392,7 @@ _VALUE_BEFORE = ("=", ",", "{", "(", "&", "?", ":")
 
 def _names_any(text: str, fn: str, names: set[str]) -> bool:
     """Whether a definition of fn in text names one of names."""
-    toks = tokens(text)
-    return any(t.kind == "ident" and t.text in names
-               for name, o, c in _definitions_of(text) if name == fn for t in toks[o:c])
+    return not body_names(text).get(fn, frozenset()).isdisjoint(names)
 
 
 def _why(fn: str, ref: _Ref) -> str:

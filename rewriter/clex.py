@@ -266,15 +266,23 @@ def definition_spans(source: str, names: set[str]) -> list[tuple[int, int]]:
     return out
 
 
+@lru_cache(maxsize=128)
+def body_names(source: str) -> dict[str | None, frozenset[str]]:
+    """{function: the identifiers its body names} for each function defined
+    in source (all its definitions together).  Remembered, and so shared:
+    do not change it."""
+    toks = tokens(source)
+    named: dict[str | None, set[str]] = {}
+    for fn, open_brace, close in _definitions_of(source):
+        named.setdefault(fn, set()).update(t.text for t in toks[open_brace:close] if t.kind == "ident")
+    return {fn: frozenset(idents) for fn, idents in named.items()}
+
+
 def functions_reaching(source: str, name: str) -> set[str]:
     """The functions defined in source whose bodies name `name`, and every
     function defined in source that those name, and so on: all that an
     analysis of those bodies can follow a call (or a pointer) into."""
-    toks = tokens(source)
-    named: dict[str, set[str]] = {}
-    for fn, open_brace, close in _definitions_of(source):
-        idents = {t.text for t in toks[open_brace:close] if t.kind == "ident"}
-        named.setdefault(fn, set()).update(idents)
+    named = body_names(source)
     todo = [fn for fn, idents in named.items() if name in idents]
     seen = set(todo)
     while todo:

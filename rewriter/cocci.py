@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from rewriter import text
 
-COCCI_DIR = text.COCCI_DIR
-
 
 def render(template: str, **values: object) -> str:
     return text.render(template, **values)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from rewriter import cache, callers, carry, cocci, verdicts
 from rewriter.errors import InputError
-from rewriter.clex import _definitions_of, function_spans, functions_reaching, keep_functions, render, tokens
+from rewriter.clex import body_names, function_spans, functions_reaching, keep_functions, render, tokens
 from rewriter.facts import FileFacts, parse
 from rewriter.recipe import Recipe
 from rewriter.runner import FileResult, Runner
@@ -223,9 +223,7 @@ def _scan(tree: Tree, runner: Runner, recipe: Recipe, hits: list, files: list[st
 
 def _calling_functions(text: str, function: str) -> set[str]:
     """The functions defined in text whose bodies name function."""
-    toks = tokens(text)
-    return {fn for fn, open_brace, close in _definitions_of(text)
-            if fn and any(t.kind == "ident" and t.text == function for t in toks[open_brace:close])}
+    return {fn for fn, idents in body_names(text).items() if fn and function in idents}
 
 
 def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, recipe: Recipe, hits: list,
@@ -236,14 +234,14 @@ def _scan_with(walker: callers.Walker, tree: Tree, runner: Runner, recipe: Recip
     # Only the functions with a call, and the same-file functions they can
     # reach, matter to the verdicts: spatch need not walk the rest (lines
     # and columns stay where they are).
+    exact = {f: data.decode("utf-8", "surrogateescape") for f, data in sources.items()}
     narrowed = {f: keep_functions(text, functions_reaching(text, function)).encode("utf-8", "surrogateescape")
-                for f, text in ((f, data.decode("utf-8", "surrogateescape")) for f, data in sources.items())}
+                for f, text in exact.items()}
     if depth > 0:
         # The walk starts from functions with a call: the grep for their
         # callers and the reading of those files go on beside the spatch
         # runs of the scan (rewriter.callers, Walker.read_ahead).
-        walker.read_ahead((fn, f) for f, data in sources.items()
-                          for fn in _calling_functions(data.decode("utf-8", "surrogateescape"), function))
+        walker.read_ahead((fn, f) for f, text in exact.items() for fn in _calling_functions(text, function))
     results = runner.run_dir(facts_rule, narrowed, FACT, step="facts")
     errors: list[FileError] = []
     all_facts: dict[str, FileFacts] = {}

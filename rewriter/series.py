@@ -110,10 +110,6 @@ class Result:
 # names
 # --------------------------------------------------------------------------
 
-def default_branch(recipe: Recipe, names: Names, version: int) -> str:
-    return recipe.branch_name(names, version)
-
-
 def braced(a: str, b: str) -> str:
     """pte_offset_map_readonly_nolock, pte_offset_map_maywrite_nolock ->
     pte_offset_map_{readonly|maywrite}_nolock."""
@@ -391,7 +387,7 @@ def prepare(tree: Tree, names: Names, opts: Options) -> Prepared:
     testing = read_testing(opts.testing) if opts.testing is not None else None
     if opts.version < 1:
         raise InputError(f"-v {opts.version}: versions count from 1")
-    branch = opts.branch or default_branch(opts.recipe, names, opts.version)
+    branch = opts.branch or opts.recipe.branch_name(names, opts.version)
     git.check_branch_name(branch)
     author = parse_ident(opts.author) if opts.author is not None else git.user_ident()
     to = tuple(mail.check_address(a, "--to") for a in opts.to)

@@ -139,13 +139,11 @@ class Tree:
         with _grep_lock:
             missing = []
             for word in dict.fromkeys(words):
-                hits = _grep_memo.get((tree_id, word, suffixes))
-                if hits is None:
-                    hits = _load_hits(tree_id, word, suffixes)
+                hits = _known_hits(tree_id, word, suffixes)
                 if hits is None:
                     missing.append(word)
                 else:
-                    _grep_memo[(tree_id, word, suffixes)] = out[word] = hits
+                    out[word] = hits
             if missing:
                 for word, hits in self._grep(missing, suffixes).items():
                     _store_hits(tree_id, word, suffixes, hits)
@@ -156,14 +154,8 @@ class Tree:
         """Whether grep_words() has the answer for word without a git grep
         (from earlier in this process, or in the cache directory)."""
         tree_id = self.tree_id()
-        key = (tree_id, word, tuple(suffixes))
         with _grep_lock:
-            if key in _grep_memo:
-                return True
-            hits = _load_hits(tree_id, word, tuple(suffixes))
-            if hits is not None:
-                _grep_memo[key] = hits
-            return hits is not None
+            return _known_hits(tree_id, word, tuple(suffixes)) is not None
 
     def _grep(self, words: list[str], suffixes: tuple[str, ...] = ()) -> dict[str, list[Hit]]:
         try:
@@ -220,6 +212,18 @@ class Tree:
                 if pattern.search(text):
                     found[word].append(hit)
         return found
+
+
+def _known_hits(tree_id: str, word: str, suffixes: tuple[str, ...]) -> list[Hit] | None:
+    """The hits of word remembered in this process or stored in the cache
+    directory (then remembered), or None; the caller holds _grep_lock."""
+    key = (tree_id, word, suffixes)
+    hits = _grep_memo.get(key)
+    if hits is None:
+        hits = _load_hits(tree_id, word, suffixes)
+        if hits is not None:
+            _grep_memo[key] = hits
+    return hits
 
 
 def _hits_file(tree_id: str, word: str, suffixes: tuple[str, ...] = ()) -> Path | None:

@@ -749,7 +749,7 @@ def test_braced_names_and_default_branch():
     assert series.braced("pte_offset_map_ro_nolock", "pte_offset_map_rw_nolock") == "pte_offset_map_{ro|rw}_nolock"
     from rewriter import recipe
     r = recipe.find(None)
-    assert series.default_branch(r, r.names("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
+    assert r.branch_name(r.names("ro,rw"), 3) == "rewriter/pte-map-ro-rw-v3"
 
 
 @pytest.mark.unit
