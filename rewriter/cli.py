@@ -24,7 +24,7 @@ from rewriter.errors import (EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_INTERRUPTED, E
 from rewriter import recipe as recipe_mod
 from rewriter import helpers
 from rewriter.helpers import check_names_free
-from rewriter.runner import Runner
+from rewriter.runner import Background, Runner
 from rewriter import scan as scan_mod
 from rewriter.scan import Scan, scan
 from rewriter.tree import open_tree
@@ -445,6 +445,8 @@ def _run_scratch():
         while True:
             try:
                 with _interrupts_held():
+                    # A thread still at work writes into root: it ends first.
+                    Background.join_all()
                     tempfile.tempdir, tmpdir, _user_tmp = saved
                     if tmpdir is None:
                         os.environ.pop("TMPDIR", None)

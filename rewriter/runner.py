@@ -62,7 +62,15 @@ class Background:
     what fn returned or raises what it raised; join() only waits, for a
     caller that fails first.  Both wait through an interrupt and raise it
     once the thread has stopped: a thread stopped dead at exit would leave
-    its scratch directory behind."""
+    its scratch directory behind.
+
+    An interrupt can also land after the thread has started and before
+    its caller holds it (inside this constructor, or before the caller's
+    try): join_all() then waits for it all the same, and the command does
+    so before it removes its scratch directory (rewriter.cli)."""
+
+    _live: set[Background] = set()  # started and not yet joined
+    _live_lock = threading.Lock()
 
     def __init__(self, fn: Callable[[], object], name: str = "rewriter-background"):
         self._value: list[object] = []
@@ -75,18 +83,33 @@ class Background:
                 self._failure.append(exc)
 
         self._thread = threading.Thread(target=work, name=name)
+        with Background._live_lock:  # before start(): no moment when it runs unlisted
+            Background._live.add(self)
         self._thread.start()
 
     def join(self) -> None:
         interrupted: KeyboardInterrupt | None = None
         while True:
             try:
-                self._thread.join()
+                if self._thread.ident is not None:  # not started: an interrupt came first
+                    self._thread.join()
                 break
             except KeyboardInterrupt as exc:
                 interrupted = exc
+        with Background._live_lock:
+            Background._live.discard(self)
         if interrupted is not None:
             raise interrupted
+
+    @classmethod
+    def join_all(cls) -> None:
+        """Wait for every thread started here and not joined yet."""
+        while True:
+            with cls._live_lock:
+                live = next(iter(cls._live), None)
+            if live is None:
+                return
+            live.join()
 
     def result(self) -> object:
         self.join()

@@ -357,3 +357,35 @@ def test_interrupt_while_the_helpers_run_beside_the_scan_leaves_nothing(fixture_
     assert code == 130
     assert os.listdir(tmp_path / "tmp") == []
     assert not [t for t in threading.enumerate() if t.name.startswith("rewriter-")]
+
+
+def test_interrupt_as_a_thread_starts_leaves_nothing(fixture_repo, tmp_path, monkeypatch):
+    """CI, under load: SIGINT 0.23 s into a series left rewriter-XXXXXXXX in
+    TMPDIR.  An interrupt that lands after a thread has started and before
+    its caller holds it (here: as helpers.beside() returns, before the try
+    that joins it) left that thread writing into the run's scratch
+    directory while it was removed.  The command now waits for every such
+    thread first."""
+    import threading
+    import time
+
+    from rewriter import helpers
+
+    real_introduce, real_beside = helpers.introduce, helpers.beside
+
+    def slow_introduce(*args, **kw):
+        time.sleep(0.5)  # still at work when the command ends
+        return real_introduce(*args, **kw)
+
+    def beside_then_sigint(*args, **kw):
+        real_beside(*args, **kw)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(helpers, "introduce", slow_introduce)
+    monkeypatch.setattr(helpers, "beside", beside_then_sigint)
+    monkeypatch.setenv("REWRITER_CACHE", "off")
+    code = _main_in_process(["diff", "--tree", fixture_repo], tmp_path / "tmp", monkeypatch)
+    assert code == 130
+    assert not [t for t in threading.enumerate() if t.name.startswith("rewriter-")]
+    time.sleep(1)  # what a thread left running would still be writing
+    assert os.listdir(tmp_path / "tmp") == []
