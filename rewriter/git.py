@@ -124,12 +124,16 @@ class Repo:
 
     def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
             cwd: str | os.PathLike[str] | None = None, check: bool = True,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+            timeout: float | None = None, whole: bool = False) -> subprocess.CompletedProcess:
         """git ARGS; with check, a failure is a RewriterError naming the
-        command and git's last line of error."""
+        command and git's last line of error.  whole: git runs in a session
+        of its own, so that Ctrl-C at the terminal (SIGINT to the whole
+        process group) does not stop it halfway; for a step that must be
+        done whole or not at all, and that the caller defers interrupts
+        around."""
         proc = subprocess.run(self.command(*args), input=input, capture_output=True, env=env or self.env(),
                               cwd=cwd or self.directory(), check=False, timeout=timeout,
-                              stdin=subprocess.DEVNULL if input is None else None)
+                              stdin=subprocess.DEVNULL if input is None else None, start_new_session=whole)
         if check and proc.returncode != 0:
             raise RewriterError(f"git {_subcommand(args)} failed{self._where()}: {_last_line(proc.stderr)}")
         return proc

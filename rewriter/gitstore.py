@@ -308,7 +308,9 @@ class Git(Repo):
         the first such ref."""
         lines = "".join(f"create {ref} {new}\n" if old is None else f"update {ref} {new} {old}\n"
                         for ref, new, old in updates)
-        proc = self.run("update-ref", "--stdin", input=lines.encode(), check=False)
+        # A git update-ref stopped halfway leaves the new refs' directories
+        # and an empty reflog behind: Ctrl-C must not reach it (whole).
+        proc = self.run("update-ref", "--stdin", input=lines.encode(), check=False, whole=True)
         if proc.returncode != 0:
             for ref, _new, old in updates:
                 now = self.resolve(ref)

@@ -589,6 +589,65 @@ def _forget_series(repo: Path) -> None:
     git(repo, "update-ref", "-d", harness.SERIES_RECORD)
 
 
+# The branch's directories under .git that a git update-ref makes for it.
+SERIES_BRANCH_NAME = harness.SERIES_BRANCH.rsplit("/", 1)[1]
+SERIES_BRANCH_PATHS = (harness.SERIES_BRANCH.rsplit("/", 1)[0], "logs/" + harness.SERIES_BRANCH.rsplit("/", 1)[0])
+
+
+def test_ctrl_c_as_the_refs_are_written_does_not_stop_git_halfway(origin, plan_v1, tmp_path):
+    """Under load, Ctrl-C (SIGINT to the process group) reached the git
+    update-ref that writes the branch and the version record: stopped
+    halfway, it left refs/heads/rewriter/ and an empty reflog behind, and
+    the run said "nothing was changed".  That git now runs in a session of
+    its own.  Here a git on PATH does what that git did before it died (the
+    directories, the empty reflog), then waits for the signal, then writes
+    the refs: the run must end a success with the whole series, or, were
+    git stopped, what it left would show."""
+    import shutil
+    import textwrap
+
+    repo = clone(origin, tmp_path / "repo")
+    real_git = shutil.which("git")
+    marker = tmp_path / "update-ref-started"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    branch, log = SERIES_BRANCH_PATHS
+    (fake / "git").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        for a in "$@"; do
+            case "$a" in
+            --git-dir=*) dir="${{a#--git-dir=}}" ;;
+            update-ref)
+                mkdir -p "$dir/{branch}" "$dir/{log}"
+                : > "$dir/{log}/{SERIES_BRANCH_NAME}"
+                : > "{marker}"
+                sleep 2
+                ;;
+            esac
+        done
+        exec "{real_git}" "$@"
+        """))
+    (fake / "git").chmod(0o755)
+    args = ["series", "--tree", repo, "--plan", plan_v1]
+    scratch = tmp_path / "run"
+    proc = harness.start(args, scratch, env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    try:
+        deadline = time.monotonic() + harness.FIXTURE_SCAN_TIMEOUT
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert marker.exists(), "the run never wrote its refs"
+        harness.signal_tool(proc, signal.SIGINT, True)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and err == b"", (proc.returncode, err)
+    result = harness.Run(0, out, err, [], sorted(os.listdir(scratch / "cwd")), scratch / "cwd")
+    assert len(harness.assert_series_written(result, repo)) > 2
+    assert os.listdir(scratch / "tmp") == []
+
+
 def test_sigint_at_random_points_leaves_nothing(origin, plan_v1, tmp_path):
     """SIGINT at random moments of `rewriter series`, to the tool alone or
     to its process group (as Ctrl-C does, stopping spatch and git too).
