@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -83,9 +84,25 @@ class Background:
                 self._failure.append(exc)
 
         self._thread = threading.Thread(target=work, name=name)
-        with Background._live_lock:  # before start(): no moment when it runs unlisted
-            Background._live.add(self)
-        self._thread.start()
+        # An interrupt inside start() would leave a thread that is starting
+        # and cannot be joined yet (no ident) and that the interpreter
+        # does not wait for at exit: it would stop dead, halfway through
+        # writing its scratch directory.  So interrupts wait until the
+        # thread runs and is listed, and are then raised as they came.
+        caught: list[int] = []
+        held = {}
+        if threading.current_thread() is threading.main_thread():
+            held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                    for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
+        try:
+            with Background._live_lock:  # before start(): no moment when it runs unlisted
+                Background._live.add(self)
+            self._thread.start()
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
 
     def join(self) -> None:
         interrupted: KeyboardInterrupt | None = None
